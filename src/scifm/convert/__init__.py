@@ -1,0 +1,1 @@
+"""Stage placeholder: filled by a later issue (see ARCHITECTURE in docs/)."""

@@ -1,0 +1,1 @@
+"""Cross-cutting pieces every stage may use: errors, atomic IO, launcher layer, logging, seeds."""
