@@ -1,0 +1,203 @@
+"""The `scifm` command: one subcommand per stage, thin wrappers over `scifm.stages`.
+
+Every subcommand takes `--config recipe.yaml`, dotted overrides (`--train.lr 3e-4` or
+`train.lr=3e-4`) and `--dry-run` (print the resolved, validated sections and exit). Bad
+input is reported as one line on stderr with exit code 2; no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+import yaml
+
+from scifm.core.errors import ScifmError
+from scifm.core.logging import console, setup_logging
+from scifm.recipe import Recipe
+
+_OVERRIDE = re.compile(r"^[A-Za-z_]\w*(\.\w+)+=")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        sys.stderr.write(f"error: {message} (see `{self.prog} --help`)\n")
+        sys.exit(2)
+
+
+def split_overrides(argv: Sequence[str]) -> tuple[list[str], list[str]]:
+    """Separate dotted overrides (`--a.b v`, `--a.b=v`, `a.b=v`) from ordinary arguments."""
+    rest, overrides = [], []
+    items = list(argv)
+    while items:
+        item = items.pop(0)
+        if item.startswith("--") and "." in item.split("=", 1)[0]:
+            if "=" in item:
+                overrides.append(item[2:])
+            elif items:
+                overrides.append(f"{item[2:]}={items.pop(0)}")
+            else:
+                raise ScifmError(f"override {item} has no value: write {item} VALUE")
+        elif _OVERRIDE.match(item):
+            overrides.append(item)
+        else:
+            rest.append(item)
+    return rest, overrides
+
+
+def _print_yaml(data: dict[str, Any]) -> None:
+    console.print(yaml.safe_dump(data, sort_keys=False).rstrip(), markup=False, highlight=False)
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", help="recipe YAML (sections: corpus, tokenizer, ...)")
+    parser.add_argument("--dry-run", action="store_true", help="print resolved config, exit")
+
+
+def _load(args: argparse.Namespace, overrides: list[str]) -> Recipe:
+    return Recipe.from_yaml(args.config, overrides)
+
+
+def cmd_demo(args: argparse.Namespace, recipe: Recipe) -> None:
+    from scifm.demo import run_demo
+
+    out = Path(args.out or recipe.train.out_dir)
+    if args.dry_run:
+        recipe = recipe.model_copy(update={"train": recipe.train.model_copy(
+            update={"out_dir": str(out)})})  # fmt: skip
+        _print_yaml(recipe.to_dict())
+        return
+    run_demo(recipe, out)
+
+
+def cmd_corpus(args: argparse.Namespace, recipe: Recipe) -> None:
+    from scifm.stages import corpus_demo
+
+    if args.dry_run:
+        _print_yaml(recipe.sections("corpus"))
+        return
+    manifest = corpus_demo(recipe.corpus, Path(args.out_dir))
+    console.print_json(json.dumps(manifest))
+
+
+def cmd_tokenizer(args: argparse.Namespace, recipe: Recipe) -> None:
+    from scifm.stages import tokenizer_train
+
+    if args.dry_run:
+        _print_yaml(recipe.sections("tokenizer"))
+        return
+    tokenizer = tokenizer_train(recipe.tokenizer, args.inputs, Path(args.out))
+    console.print(f"wrote {args.out}: vocabulary {tokenizer.vocab_size}", markup=False)
+
+
+def cmd_tokenize(args: argparse.Namespace, recipe: Recipe) -> None:
+    from scifm.stages import tokenize_corpus
+
+    if args.dry_run:
+        _print_yaml(recipe.sections("tokenize"))
+        return
+    stats = tokenize_corpus(recipe.tokenize, args.inputs, Path(args.tokenizer), Path(args.out))
+    console.print_json(json.dumps(stats, default=str))
+
+
+def cmd_inspect(args: argparse.Namespace, recipe: Recipe) -> None:
+    from scifm.stages import inspect_tokens
+
+    tokenizer = args.tokenizer or recipe.data.tokenizer
+    if args.dry_run:
+        _print_yaml({"prefix": args.prefix, "tokenizer": tokenizer})
+        return
+    info = inspect_tokens(args.prefix, Path(tokenizer) if tokenizer else None)
+    console.print_json(json.dumps(info))
+
+
+def cmd_train(args: argparse.Namespace, recipe: Recipe) -> None:
+    from scifm.model import flops_per_token
+    from scifm.stages import count_params_on_meta
+    from scifm.train import train
+
+    if args.out:
+        recipe.train.out_dir = args.out
+    if args.dry_run:
+        _print_yaml(recipe.sections("data", "model", "train"))
+        num_params = count_params_on_meta(recipe.model)
+        flops = flops_per_token(recipe.model, recipe.data.seq_len)
+        console.print(f"num_params: {num_params:,}\nflops_per_token: {flops:.4g}", markup=False)
+        return
+    result = train(recipe.model, recipe.data, recipe.train)
+    console.print(
+        f"trained {result.steps} steps, loss {result.first_loss:.3f} -> {result.last_loss:.3f}, "
+        f"{result.tokens_per_s:.0f} tokens/s, checkpoint {result.checkpoint}",
+        markup=False,
+    )
+
+
+def cmd_plot(args: argparse.Namespace, recipe: Recipe) -> None:
+    from scifm.train.plot import plot_run
+
+    if args.dry_run:
+        _print_yaml({"run_dir": args.run_dir})
+        return
+    console.print(f"wrote {plot_run(args.run_dir, args.out)}", markup=False)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="scifm", description="Foundation models for science, end to end.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    def add(name: str, handler: Callable, help_text: str) -> argparse.ArgumentParser:
+        command = sub.add_parser(name, help=help_text, description=help_text)
+        _common(command)
+        command.set_defaults(handler=handler)
+        return command
+
+    demo = add("demo", cmd_demo, "run every stage on the embedded demo corpora")
+    demo.add_argument("--out", help="run directory (default: train.out_dir, runs/demo)")
+    corpus = add("corpus", cmd_corpus, "build corpora (`corpus demo OUT_DIR`)")
+    corpus.add_argument("source", choices=["demo"], help="which corpora to build")
+    corpus.add_argument("out_dir", help="output directory")
+    tok = add("tokenizer", cmd_tokenizer, "train a byte-level BPE (`tokenizer train`)")
+    tok.add_argument("action", choices=["train"])
+    tok.add_argument("inputs", nargs="+", help="JSONL files or directories of shards")
+    tok.add_argument("--out", required=True, help="tokenizer.json to write")
+    tokenize = add("tokenize", cmd_tokenize, "tokenize one corpus into PREFIX.bin/.idx")
+    tokenize.add_argument("inputs", nargs="+", help="JSONL files or directories of shards")
+    tokenize.add_argument("--tokenizer", required=True, help="tokenizer.json")
+    tokenize.add_argument("--out", required=True, help="output prefix (no .bin/.idx)")
+    inspect = add("inspect", cmd_inspect, "show counts, dtype and a sample of PREFIX.bin/.idx")
+    inspect.add_argument("prefix")
+    inspect.add_argument("--tokenizer", help="tokenizer.json to decode the sample")
+    train = add("train", cmd_train, "pretrain a model on the recipe's data mixture")
+    train.add_argument("--out", help="run directory (overrides train.out_dir)")
+    plot = add("plot", cmd_plot, "draw loss and throughput of RUN_DIR to PNG")
+    plot.add_argument("run_dir")
+    plot.add_argument("--out", help="PNG path (default RUN_DIR/loss.png)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    setup_logging()
+    try:
+        rest, overrides = split_overrides(sys.argv[1:] if argv is None else argv)
+        args = build_parser().parse_args(rest)
+        recipe = _load(args, overrides)
+        args.handler(args, recipe)
+    except ScifmError as err:
+        sys.stderr.write(f"error: {err}\n")
+        return err.exit_code
+    except OSError as err:
+        sys.stderr.write(f"error: {err.strerror or err}: {err.filename or ''}\n")
+        return 2
+    except KeyboardInterrupt:
+        sys.stderr.write("interrupted\n")
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,70 @@
+"""A recipe: one YAML file with a section per stage, each section owned by its stage.
+
+```yaml
+corpus:    scifm.curate.demo.DemoCorpusConfig     # which demo corpora, size caps
+tokenizer: scifm.tokens.tokenizer.TokenizerConfig # BPE vocabulary and special tokens
+tokenize:  scifm.tokens.writer.TokenizeConfig     # text field, EOD
+data:      scifm.data.mixture.DataConfig          # corpora prefixes, weights, seq_len
+model:     scifm.model.config.ModelConfig         # Llama shape
+train:     scifm.train.config.TrainConfig         # optimisation and run directory
+demo:      DemoConfig                             # the demo's mixture weights and prompts
+```
+
+Every section has defaults, so a recipe names only what it changes; the defaults are the
+built-in demo (`recipes/demo.yaml` spells them out). Every subcommand loads a Recipe and
+uses the sections it needs; `--dry-run` prints those sections resolved and validated.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from scifm.config import Config
+from scifm.curate.demo import DemoCorpusConfig
+from scifm.data.mixture import DataConfig
+from scifm.model.config import ModelConfig
+from scifm.tokens.tokenizer import TokenizerConfig
+from scifm.tokens.writer import TokenizeConfig
+from scifm.train.config import TrainConfig
+
+DEMO_PROMPTS = (
+    "The eigenvalues of a matrix",
+    "Compute the integral of",
+    "The probability density function",
+)
+
+
+class DemoConfig(Config):
+    weights: dict[str, float] = Field(
+        default_factory=lambda: {"math": 0.4, "scicomp": 0.4, "python": 0.2}
+    )
+    """Mixture weight of each demo corpus (names from corpus.corpora)."""
+    prompts: list[str] = Field(default_factory=lambda: list(DEMO_PROMPTS), min_length=1)
+    """Prompts whose greedy continuations the demo shows."""
+    max_new_tokens: int = Field(default=24, gt=0)
+    """Tokens generated per prompt."""
+
+
+def _demo_model() -> ModelConfig:
+    return ModelConfig.named("demo5m", vocab_size=4096, max_seq_len=256)
+
+
+def _demo_train() -> TrainConfig:
+    return TrainConfig(
+        out_dir="runs/demo", micro_batch_size=16, max_tokens=600_000, lr=3e-3,
+        warmup_steps=10, log_every=5, num_threads=2,
+    )  # fmt: skip
+
+
+class Recipe(Config):
+    corpus: DemoCorpusConfig = Field(default_factory=DemoCorpusConfig)
+    tokenizer: TokenizerConfig = Field(default_factory=lambda: TokenizerConfig(vocab_size=4096))
+    tokenize: TokenizeConfig = Field(default_factory=TokenizeConfig)
+    data: DataConfig = Field(default_factory=lambda: DataConfig(seq_len=256))
+    model: ModelConfig = Field(default_factory=_demo_model)
+    train: TrainConfig = Field(default_factory=_demo_train)
+    demo: DemoConfig = Field(default_factory=DemoConfig)
+
+    def sections(self, *names: str) -> dict:
+        """The named sections as plain data, for printing."""
+        return {name: getattr(self, name).to_dict() for name in names}

@@ -1,0 +1,128 @@
+"""Stage entry points: each reads the previous stage's artifact and writes its own.
+
+These are the functions the CLI and the demo call. Each one is a thin composition of its
+stage's package (`curate`, `tokens`, `data`, `model`, `train`, `checkpoint`), so a stage can
+be run, tested or replaced from its input artifact alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from scifm.checkpoint import latest_checkpoint, load_checkpoint
+from scifm.core.errors import ScifmError
+from scifm.core.progress import track
+from scifm.curate.demo import DemoCorpusConfig, build_demo_corpora
+from scifm.curate.jsonl import list_corpus_files, read_documents
+from scifm.model import ModelConfig, build_model, count_params
+from scifm.model.llama import Llama, num_params
+from scifm.model.generate import greedy_generate
+from scifm.tokens.format import IndexedTokens
+from scifm.tokens.tokenizer import Tokenizer, TokenizerConfig, train_tokenizer
+from scifm.tokens.writer import TokenizeConfig, tokenize_texts, write_manifest
+
+
+def corpus_demo(cfg: DemoCorpusConfig, out_dir: Path) -> dict[str, Any]:
+    """Embedded demo corpora -> OUT/<corpus>/shard-*.jsonl + manifest.json."""
+    return build_demo_corpora(cfg, out_dir)
+
+
+def _texts(paths: Sequence[Path], text_field: str = "text") -> Iterator[str]:
+    for path in paths:
+        for document in read_documents(path, text_field=text_field):
+            yield document.text
+
+
+def corpus_files(inputs: Sequence[str | Path]) -> list[Path]:
+    """Every JSONL file named by `inputs` (files, or directories of shards), in order."""
+    if not inputs:
+        raise ScifmError("no input corpora given: pass JSONL files or directories of shards")
+    return [f for item in inputs for f in list_corpus_files(Path(item))]
+
+
+def tokenizer_train(cfg: TokenizerConfig, inputs: Sequence[str | Path], out: Path) -> Tokenizer:
+    """Train a byte-level BPE on the text of every input corpus -> tokenizer.json."""
+    files = corpus_files(inputs)
+    return train_tokenizer(cfg, _texts(files), out)
+
+
+def tokenize_corpus(
+    cfg: TokenizeConfig, inputs: Sequence[str | Path], tokenizer_path: Path, prefix: Path
+) -> dict[str, Any]:
+    """Tokenize one corpus (its JSONL files) -> PREFIX.bin, PREFIX.idx, PREFIX.manifest.json."""
+    files = corpus_files(inputs)
+    tokenizer = Tokenizer.load(tokenizer_path)
+    prefix.parent.mkdir(parents=True, exist_ok=True)
+    texts = _texts(files, cfg.text_field)
+    stats = tokenize_texts(
+        texts, tokenizer, prefix, append_eod=cfg.append_eod, batch_size=cfg.batch_size
+    )
+    write_manifest(prefix, stats, tokenizer, files)
+    return stats
+
+
+def inspect_tokens(prefix: str, tokenizer_path: Path | None = None) -> dict[str, Any]:
+    """Counts, dtype, length statistics and a decoded sample of one .bin/.idx pair."""
+    indexed = IndexedTokens(prefix)
+    sizes = np.asarray(indexed.sizes, dtype=np.int64)
+    info: dict[str, Any] = {
+        "prefix": str(prefix),
+        "dtype": str(indexed.dtype),
+        "sequences": len(indexed),
+        "documents": len(indexed.doc_idx) - 1,
+        "tokens": int(indexed.num_tokens),
+    }
+    if len(sizes):
+        quantiles = np.percentile(sizes, [50, 90, 99])
+        info["length"] = {
+            "min": int(sizes.min()), "mean": round(float(sizes.mean()), 1),
+            "p50": int(quantiles[0]), "p90": int(quantiles[1]), "p99": int(quantiles[2]),
+            "max": int(sizes.max()),
+        }  # fmt: skip
+        first = [int(t) for t in indexed.get(0, 0, min(64, int(sizes[0])))]
+        info["sample_ids"] = first
+        if tokenizer_path is not None:
+            info["sample_text"] = Tokenizer.load(tokenizer_path).decode(first)
+    return info
+
+
+def count_params_on_meta(cfg: ModelConfig) -> int:
+    """Parameters of the model built on the meta device (no memory), checked against the formula."""
+    with torch.device("meta"):
+        model = Llama(cfg)
+    counted = num_params(model)
+    if counted != count_params(cfg):
+        raise RuntimeError(f"parameter formula {count_params(cfg)} != module count {counted}")
+    return counted
+
+
+def load_trained_model(run_dir: Path, model_cfg: ModelConfig) -> torch.nn.Module:
+    """The model weights of a run's latest checkpoint."""
+    found = latest_checkpoint(run_dir)
+    if found is None:
+        raise ScifmError(f"{run_dir}: no complete checkpoint found; train first")
+    model = build_model(model_cfg, device="cpu", seed=None)
+    state = {"model": model.state_dict()}
+    load_checkpoint(found.path, state)
+    model.load_state_dict(state["model"])
+    return model.eval()
+
+
+def generate_samples(
+    model: torch.nn.Module, tokenizer: Tokenizer, prompts: Sequence[str], max_new_tokens: int
+) -> list[dict[str, str]]:
+    """Greedy continuations of each prompt."""
+    samples = []
+    with track(len(prompts), "generate") as bar:
+        for prompt in prompts:
+            ids = tokenizer.encode(prompt)
+            new = greedy_generate(model, ids, max_new_tokens, eos_id=tokenizer.eos_id)
+            samples.append({"prompt": prompt, "completion": tokenizer.decode(new)})
+            bar.advance(1)
+    return samples
+

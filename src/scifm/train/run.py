@@ -1,0 +1,274 @@
+"""The training loop of one process: mixture -> model -> AdamW -> metrics and checkpoints.
+
+`train()` builds everything from typed configs and runs `total_steps` optimizer steps. The
+data position is a pure function of the step (sample n of the blended stream), so a run
+restarted in the same directory resumes from its latest checkpoint and sees exactly the
+batches an uninterrupted run would have seen. Multi-process parallelism (FSDP, TP, PP) is
+applied from outside the model by the parallel engine of a later issue.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+
+import scifm
+from scifm.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from scifm.core.dist import detect_launch, device_type
+from scifm.core.errors import ScifmError
+from scifm.core.logging import get_logger
+from scifm.core.progress import track
+from scifm.core.seed import seed_everything, set_deterministic
+from scifm.data import BlendedSamples, DataConfig
+from scifm.model import ModelConfig, build_model, count_params, flops_per_token
+from scifm.train.config import TrainConfig
+from scifm.train.metrics import MetricsLog, read_metrics
+from scifm.train.schedule import warmup_cosine
+
+log = get_logger(__name__)
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    steps: int
+    tokens_seen: int
+    first_loss: float
+    last_loss: float
+    tokens_per_s: float
+    num_params: int
+    checkpoint: Path
+    elapsed_s: float
+
+
+@dataclass
+class _State:
+    step: int = 0
+    tokens_seen: int = 0
+    first_loss: float | None = None
+
+
+def _resolve_device(cfg: TrainConfig) -> torch.device:
+    kind = device_type() if cfg.device == "auto" else cfg.device
+    return torch.device(kind)
+
+
+def _make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
+    """AdamW with weight decay on matrices only (not on norms, which are 1-D)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [
+        {"params": [p for p in params if p.ndim >= 2], "weight_decay": cfg.weight_decay},
+        {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW(
+        groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps, foreach=True
+    )
+
+
+def _check_vocab(samples: BlendedSamples, model_cfg: ModelConfig) -> None:
+    probe = samples.batch(0, 1)
+    if int(probe.max()) >= model_cfg.embedding_size:
+        raise ScifmError(
+            f"token id {int(probe.max())} does not fit model.vocab_size={model_cfg.vocab_size}; "
+            "set model.vocab_size to the tokenizer's vocabulary size"
+        )
+
+
+def _loss(model: torch.nn.Module, batch: torch.Tensor) -> torch.Tensor:
+    inputs, labels = batch[:, :-1], batch[:, 1:]
+    logits = model(inputs)
+    return F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten())
+
+
+def _checkpoint_state(model, optimizer, state: _State) -> dict[str, Any]:
+    model_sd, optim_sd = get_state_dict(model, optimizer)
+    return {"model": model_sd, "optim": optim_sd, "step": state.step, "tokens": state.tokens_seen}
+
+
+def _resume(run_dir: Path, model, optimizer, state: _State) -> None:
+    found = latest_checkpoint(run_dir)
+    if found is None:
+        return
+    sd = _checkpoint_state(model, optimizer, state)
+    meta = load_checkpoint(found.path, sd)
+    set_state_dict(model, optimizer, model_state_dict=sd["model"], optim_state_dict=sd["optim"])
+    state.step, state.tokens_seen = int(meta["step"]), int(meta["tokens_seen"])
+    state.first_loss = meta.get("first_loss")
+    log.info("resumed from %s (step %d)", found.path, state.step)
+
+
+class _Trainer:
+    def __init__(self, model_cfg: ModelConfig, data_cfg: DataConfig, cfg: TrainConfig,
+                 metadata: dict[str, Any]) -> None:  # fmt: skip
+        self.model_cfg, self.data_cfg, self.cfg = model_cfg, data_cfg, cfg
+        self.run_dir = Path(cfg.out_dir)
+        self.metadata = metadata
+        self.device = _resolve_device(cfg)
+        self.samples = BlendedSamples(data_cfg)
+        _check_vocab(self.samples, model_cfg)
+        self.model = build_model(model_cfg, device=self.device, seed=cfg.seed)
+        self.optimizer = _make_optimizer(self.model, cfg)
+        self.total_steps = cfg.total_steps(data_cfg.seq_len)
+        self.samples_per_step = cfg.micro_batch_size * cfg.grad_accum_steps
+        self.state = _State()
+        self.flops_per_token = flops_per_token(model_cfg, data_cfg.seq_len)
+
+    def step(self) -> dict[str, float]:
+        cfg, state = self.cfg, self.state
+        lr = cfg.lr * warmup_cosine(state.step, self.total_steps, cfg.warmup_steps,
+                                    cfg.min_lr_ratio)  # fmt: skip
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        data_s = compute_s = 0.0
+        loss_sum = 0.0
+        for micro in range(cfg.grad_accum_steps):
+            t0 = time.perf_counter()
+            first = state.step * self.samples_per_step + micro * cfg.micro_batch_size
+            batch = torch.from_numpy(self.samples.batch(first, cfg.micro_batch_size))
+            batch = batch.to(self.device, non_blocking=True)
+            t1 = time.perf_counter()
+            loss = _loss(self.model, batch) / cfg.grad_accum_steps
+            loss.backward()
+            loss_sum += float(loss.detach())
+            data_s, compute_s = data_s + t1 - t0, compute_s + time.perf_counter() - t1
+        t2 = time.perf_counter()
+        grad_norm = self._clip()
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        compute_s += time.perf_counter() - t2
+        state.step += 1
+        state.tokens_seen += self.samples_per_step * self.data_cfg.seq_len
+        if state.first_loss is None:
+            state.first_loss = loss_sum
+        return {"loss": loss_sum, "lr": lr, "grad_norm": grad_norm,
+                "data_s": data_s, "compute_s": compute_s}  # fmt: skip
+
+    def _clip(self) -> float:
+        max_norm = self.cfg.grad_clip if self.cfg.grad_clip is not None else float("inf")
+        norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm, foreach=True)
+        return float(norm)
+
+    def save(self) -> Path:
+        meta = {
+            **self.metadata,
+            "tokens_seen": self.state.tokens_seen,
+            "first_loss": self.state.first_loss,
+            "consumed_samples": self.state.step * self.samples_per_step,
+            "model": self.model_cfg.to_dict(),
+            "data": self.data_cfg.to_dict(),
+            "train": self.cfg.to_dict(),
+            "rope_convention": self.model_cfg.rope_convention,
+            "scifm_version": scifm.__version__,
+        }
+        state = _checkpoint_state(self.model, self.optimizer, self.state)
+        return save_checkpoint(self.run_dir, self.state.step, state, meta)
+
+
+def _record(trainer: _Trainer, stats: dict[str, float], window: dict[str, float]) -> dict:
+    elapsed = window["elapsed_s"]
+    tokens_per_s = window["tokens"] / elapsed if elapsed > 0 else 0.0
+    return {
+        "step": trainer.state.step,
+        "tokens_seen": trainer.state.tokens_seen,
+        "loss": round(window["loss"] / window["steps"], 6),
+        "lr": stats["lr"],
+        "grad_norm": round(stats["grad_norm"], 6),
+        "tokens_per_s": round(tokens_per_s, 1),
+        "achieved_flops": round(tokens_per_s * trainer.flops_per_token, 1),
+        "step_time_s": round(elapsed / window["steps"], 4),
+        "data_wait_s": round(window["data_s"] / window["steps"], 5),
+        "compute_s": round(window["compute_s"] / window["steps"], 4),
+        "memory_mb": _memory_mb(trainer.device),
+    }
+
+
+def _memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
+    import resource
+
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+def _new_window() -> dict[str, float]:
+    return {"elapsed_s": 0.0, "tokens": 0, "steps": 0, "data_s": 0.0, "compute_s": 0.0, "loss": 0.0}
+
+
+def train(
+    model_cfg: ModelConfig,
+    data_cfg: DataConfig,
+    cfg: TrainConfig,
+    metadata: dict[str, Any] | None = None,
+) -> TrainResult:
+    """Run (or resume) training in `cfg.out_dir`; returns what the run achieved."""
+    if detect_launch().is_distributed:
+        raise ScifmError(
+            "scifm train runs in one process for now; multi-process layouts (FSDP, TP, PP) "
+            "come with the parallel engine. Launch without torchrun/mpiexec/srun."
+        )
+    if cfg.num_threads:
+        torch.set_num_threads(cfg.num_threads)
+    seed_everything(cfg.seed)
+    if cfg.deterministic:
+        set_deterministic(True)
+    trainer = _Trainer(model_cfg, data_cfg, cfg, metadata or {})
+    trainer.run_dir.mkdir(parents=True, exist_ok=True)
+    _resume(trainer.run_dir, trainer.model, trainer.optimizer, trainer.state)
+    return _loop(trainer)
+
+
+def _loop(trainer: _Trainer) -> TrainResult:
+    cfg, state = trainer.cfg, trainer.state
+    metrics = MetricsLog(trainer.run_dir / "metrics.jsonl", resume_step=state.step)
+    window, run_tokens, run_start = _new_window(), 0, time.perf_counter()
+    checkpoint = None
+    with track(trainer.total_steps, "train") as bar:
+        bar.advance(state.step)
+        while state.step < trainer.total_steps:
+            start = time.perf_counter()
+            stats = trainer.step()
+            _accumulate(window, stats, time.perf_counter() - start, trainer)
+            run_tokens += trainer.samples_per_step * trainer.data_cfg.seq_len
+            bar.update(description=f"train loss {stats['loss']:.3f}")
+            bar.advance(1)
+            if state.step % cfg.log_every == 0 or state.step == trainer.total_steps:
+                metrics.write(_record(trainer, stats, window))
+                window = _new_window()
+            if cfg.checkpoint_every and state.step % cfg.checkpoint_every == 0:
+                checkpoint = trainer.save()
+    metrics.close()
+    if checkpoint is None or not checkpoint.name.endswith(f"{state.step:08d}"):
+        checkpoint = trainer.save()
+    elapsed = time.perf_counter() - run_start
+    records = read_metrics(metrics.path)
+    speed = run_tokens / elapsed if run_tokens else _median([r["tokens_per_s"] for r in records])
+    return TrainResult(
+        run_dir=trainer.run_dir,
+        steps=state.step,
+        tokens_seen=state.tokens_seen,
+        first_loss=float(state.first_loss if state.first_loss is not None else "nan"),
+        last_loss=float(records[-1]["loss"]) if records else float("nan"),
+        tokens_per_s=speed,
+        num_params=count_params(trainer.model_cfg),
+        checkpoint=checkpoint,
+        elapsed_s=elapsed,
+    )
+
+
+def _median(values: list[float]) -> float:
+    return float(sorted(values)[len(values) // 2]) if values else 0.0
+
+
+def _accumulate(window: dict, stats: dict, seconds: float, trainer: _Trainer) -> None:
+    window["elapsed_s"] += seconds
+    window["tokens"] += trainer.samples_per_step * trainer.data_cfg.seq_len
+    window["steps"] += 1
+    window["data_s"] += stats["data_s"]
+    window["compute_s"] += stats["compute_s"]
+    window["loss"] += stats["loss"]
