@@ -31,6 +31,7 @@ from scifm.stages import (
     tokenizer_train,
 )
 from scifm.tokens.tokenizer import Tokenizer
+from scifm.tokens.writer import manifest_path
 from scifm.train import TrainResult, train
 from scifm.train.plot import plot_run
 
@@ -71,7 +72,7 @@ def _data_stages(recipe: Recipe, paths: DemoPaths) -> list[str]:
     for name in names:
         prefix = paths.prefix(name)
         config = {**recipe.tokenize.to_dict(), "tokenizer": tokenizer_hash}
-        _run_stage(paths, f"tokenize-{name}", config, prefix.with_suffix(".manifest.json"),
+        _run_stage(paths, f"tokenize-{name}", config, manifest_path(prefix),
                    lambda n=name, p=prefix: tokenize_corpus(
                        recipe.tokenize, [paths.corpora / n], paths.tokenizer, p))  # fmt: skip
     return names

@@ -9,9 +9,12 @@ without a process group and, in a later issue, across ranks and layouts unchange
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,6 +45,14 @@ def _barrier() -> None:
         dist.barrier()
 
 
+@contextlib.contextmanager
+def _single_process_quiet() -> Iterator[None]:
+    """DCP warns that it runs in one process when no process group exists; that is intended."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="torch.distributed is disabled")
+        yield
+
+
 def checkpoint_dir(run_dir: str | os.PathLike[str], step: int) -> Path:
     return Path(run_dir) / "checkpoints" / f"{_PREFIX}{step:08d}"
 
@@ -56,7 +67,8 @@ def save_checkpoint(
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
     _barrier()
-    dcp.save(state, checkpoint_id=str(tmp))
+    with _single_process_quiet():
+        dcp.save(state, checkpoint_id=str(tmp))
     _barrier()
     if _is_main():
         write_json(tmp / METADATA, {"step": step, **metadata})
@@ -97,5 +109,6 @@ def load_checkpoint(path: str | os.PathLike[str], state: dict[str, Any]) -> dict
     """Load in place into `state` (tensors are filled, not replaced); returns the metadata."""
     directory = Path(path)
     metadata = read_metadata(directory)
-    dcp.load(state, checkpoint_id=str(directory))
+    with _single_process_quiet():
+        dcp.load(state, checkpoint_id=str(directory))
     return metadata

@@ -91,10 +91,35 @@ def _checkpoint_state(model, optimizer, state: _State) -> dict[str, Any]:
     return {"model": model_sd, "optim": optim_sd, "step": state.step, "tokens": state.tokens_seen}
 
 
-def _resume(run_dir: Path, model, optimizer, state: _State) -> None:
-    found = latest_checkpoint(run_dir)
+_FREE_TO_CHANGE = {"out_dir", "max_steps", "max_tokens", "log_every", "checkpoint_every"}
+
+
+def _check_same_run(meta: dict[str, Any], trainer: _Trainer) -> None:
+    """Resuming is only exact for the same model, data and optimisation settings."""
+    train_now = {k: v for k, v in trainer.cfg.to_dict().items() if k not in _FREE_TO_CHANGE}
+    train_then = {k: v for k, v in meta.get("train", {}).items() if k not in _FREE_TO_CHANGE}
+    changed = [
+        name
+        for name, then, now in (
+            ("model", meta.get("model"), trainer.model_cfg.to_dict()),
+            ("data", meta.get("data"), trainer.data_cfg.to_dict()),
+            ("train", train_then, train_now),
+        )
+        if then != now
+    ]
+    if changed:
+        raise ScifmError(
+            f"{trainer.run_dir} holds a run with different {', '.join(changed)} settings; "
+            "resume it with the same recipe, or train into a new --out directory"
+        )
+
+
+def _resume(trainer: _Trainer) -> None:
+    found = latest_checkpoint(trainer.run_dir)
     if found is None:
         return
+    _check_same_run(found.metadata, trainer)
+    model, optimizer, state = trainer.model, trainer.optimizer, trainer.state
     sd = _checkpoint_state(model, optimizer, state)
     meta = load_checkpoint(found.path, sd)
     set_state_dict(model, optimizer, model_state_dict=sd["model"], optim_state_dict=sd["optim"])
@@ -219,7 +244,7 @@ def train(
         set_deterministic(True)
     trainer = _Trainer(model_cfg, data_cfg, cfg, metadata or {})
     trainer.run_dir.mkdir(parents=True, exist_ok=True)
-    _resume(trainer.run_dir, trainer.model, trainer.optimizer, trainer.state)
+    _resume(trainer)
     return _loop(trainer)
 
 

@@ -1,0 +1,145 @@
+"""Building blocks of the Llama decoder: RMSNorm, RoPE, grouped-query attention, SwiGLU.
+
+Plain single-device modules with no parallelism inside: tensor parallelism, FSDP and
+activation checkpointing are applied from outside (`scifm.parallel`) by module name, so the
+names here (`wq`, `wk`, `wv`, `wo`, `w1`, `w2`, `w3`, `attention_norm`, `ffn_norm`) are part
+of the contract. Attention infers the number of local heads from tensor shapes, so it keeps
+working when tensor parallelism shards the projections.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from scifm.model.config import ModelConfig, RopeConvention
+
+
+class RMSNorm(nn.Module):
+    """x / sqrt(mean(x^2) + eps) * weight, computed in float32 and cast back."""
+
+    def __init__(self, dim: int, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.empty(dim))
+        self.init_weights()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x32 = x.float()
+        normed = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
+        return normed.type_as(x) * self.weight
+
+    def init_weights(self) -> None:
+        nn.init.ones_(self.weight)
+
+
+def precompute_rope(
+    head_dim: int, max_seq_len: int, theta: float, device: torch.device | str | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin of `pos * theta ** (-2i / head_dim)`: float32 [max_seq_len, head_dim/2] each."""
+    exponents = torch.arange(0, head_dim, 2, device=device, dtype=torch.float32) / head_dim
+    inv_freq = 1.0 / (theta**exponents)
+    positions = torch.arange(max_seq_len, device=device, dtype=torch.float32)
+    angles = torch.outer(positions, inv_freq)
+    return angles.cos(), angles.sin()
+
+
+def apply_rope(
+    x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, convention: RopeConvention = "half"
+) -> torch.Tensor:
+    """Rotate x [B, T, H, head_dim] by position; cos/sin are [T, head_dim/2].
+
+    "half" pairs dimension i with i + head_dim/2; "interleaved" pairs 2i with 2i + 1.
+    Pair i at position t is rotated by the angle whose cos/sin are `cos[t, i]`, `sin[t, i]`.
+    """
+    cos = cos[None, :, None, :]
+    sin = sin[None, :, None, :]
+    x32 = x.float()
+    if convention == "half":
+        first, second = x32.chunk(2, dim=-1)
+        rotated = torch.cat((first * cos - second * sin, first * sin + second * cos), dim=-1)
+    elif convention == "interleaved":
+        even, odd = x32[..., 0::2], x32[..., 1::2]
+        pairs = torch.stack((even * cos - odd * sin, even * sin + odd * cos), dim=-1)
+        rotated = pairs.flatten(-2)
+    else:
+        raise ValueError(f"unknown RoPE convention {convention!r}; use 'half' or 'interleaved'")
+    return rotated.type_as(x)
+
+
+class Attention(nn.Module):
+    """Causal grouped-query self-attention with RoPE, via scaled_dot_product_attention."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.head_dim = cfg.head_dim
+        self.rope_convention = cfg.rope_convention
+        kv_dim = cfg.kv_heads * cfg.head_dim
+        self.wq = nn.Linear(cfg.dim, cfg.num_heads * cfg.head_dim, bias=False)
+        self.wk = nn.Linear(cfg.dim, kv_dim, bias=False)
+        self.wv = nn.Linear(cfg.dim, kv_dim, bias=False)
+        self.wo = nn.Linear(cfg.num_heads * cfg.head_dim, cfg.dim, bias=False)
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        batch, seq_len, _ = x.shape
+        q = self.wq(x).view(batch, seq_len, -1, self.head_dim)
+        k = self.wk(x).view(batch, seq_len, -1, self.head_dim)
+        v = self.wv(x).view(batch, seq_len, -1, self.head_dim)
+        q = apply_rope(q, cos, sin, self.rope_convention)
+        k = apply_rope(k, cos, sin, self.rope_convention)
+        group = q.shape[2] // k.shape[2]
+        if group > 1:  # each key/value head serves `group` consecutive query heads
+            k = k.repeat_interleave(group, dim=2)
+            v = v.repeat_interleave(group, dim=2)
+        q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # [B, H, T, head_dim]
+        out = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        return self.wo(out.transpose(1, 2).reshape(batch, seq_len, -1))
+
+    def init_weights(self, std: float, out_std: float) -> None:
+        for linear in (self.wq, self.wk, self.wv):
+            nn.init.normal_(linear.weight, mean=0.0, std=std)
+        nn.init.normal_(self.wo.weight, mean=0.0, std=out_std)
+
+
+class FeedForward(nn.Module):
+    """SwiGLU: w2(silu(w1 x) * w3 x); w1 is the gate, w3 the up and w2 the down projection."""
+
+    def __init__(self, dim: int, hidden_dim: int) -> None:
+        super().__init__()
+        self.w1 = nn.Linear(dim, hidden_dim, bias=False)
+        self.w2 = nn.Linear(hidden_dim, dim, bias=False)
+        self.w3 = nn.Linear(dim, hidden_dim, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.w2(F.silu(self.w1(x)) * self.w3(x))
+
+    def init_weights(self, std: float, out_std: float) -> None:
+        nn.init.normal_(self.w1.weight, mean=0.0, std=std)
+        nn.init.normal_(self.w3.weight, mean=0.0, std=std)
+        nn.init.normal_(self.w2.weight, mean=0.0, std=out_std)
+
+
+class TransformerBlock(nn.Module):
+    """Pre-norm residual block: h = x + attn(norm(x)); out = h + ffn(norm(h))."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.attention_norm = RMSNorm(cfg.dim, cfg.norm_eps)
+        self.attention = Attention(cfg)
+        self.ffn_norm = RMSNorm(cfg.dim, cfg.norm_eps)
+        self.feed_forward = FeedForward(cfg.dim, cfg.hidden_dim)
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        h = x + self.attention(self.attention_norm(x), cos, sin)
+        return h + self.feed_forward(self.ffn_norm(h))
+
+    def init_weights(self, std: float, num_layers: int) -> None:
+        """Normal(0, std); output projections (wo, w2) scaled by 1/sqrt(2 * num_layers)."""
+        out_std = std / math.sqrt(2 * num_layers)
+        self.attention_norm.init_weights()
+        self.ffn_norm.init_weights()
+        self.attention.init_weights(std, out_std)
+        self.feed_forward.init_weights(std, out_std)

@@ -1,0 +1,104 @@
+"""Bad input as a new user meets it: one line on stderr, exit code 2, nothing half-written."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from scifm.cli import main
+
+REPO = Path(__file__).resolve().parents[2]
+DEBUG = str(REPO / "recipes" / "debug.yaml")
+
+
+def _fails_cleanly(capsys, argv: list[str], expected: str) -> str:
+    code = main(argv)
+    err = capsys.readouterr().err
+    assert code == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    assert "Traceback" not in err and expected in lines[0], lines[0]
+    return lines[0]
+
+
+def test_missing_config_file(capsys, tmp_path) -> None:
+    _fails_cleanly(capsys, ["train", "--config", str(tmp_path / "nope.yaml")], "not found")
+
+
+def test_malformed_yaml(capsys, tmp_path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train:\n  lr: 0.1\n   steps: [\n")
+    _fails_cleanly(capsys, ["train", "--config", str(bad), "--dry-run"], "malformed YAML")
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("train.lrr=1", "unknown field 'train.lrr'"),
+        ("train.lr=fast", "train.lr: Input should be a valid number"),
+        ("model.dim=-64", "model.dim"),
+        ("model.num_layers=0", "model.num_layers"),
+    ],
+)
+def test_bad_fields(capsys, override: str, expected: str) -> None:
+    _fails_cleanly(capsys, ["train", "--config", DEBUG, override, "--dry-run"], expected)
+
+
+def test_unknown_subcommand_is_one_line(capsys) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fly"])
+    assert exit_info.value.code == 2
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1
+
+
+def test_missing_token_files(capsys, tmp_path) -> None:
+    _fails_cleanly(capsys, ["inspect", str(tmp_path / "corpus")], str(tmp_path / "corpus"))
+
+
+def test_unknown_demo_corpus(capsys, tmp_path) -> None:
+    out = tmp_path / "corpora"
+    _fails_cleanly(capsys, ["corpus", "demo", str(out), "corpus.corpora=[nope]"], "nope")
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        (b'{"text": "fine"}\n\n{"text": "after"}\n', ":2:"),
+        (b'{"text": "fine"}\n{"text": "caf\xe9 broken"}\n', "UTF-8"),
+        (b'{"text": "fine"}\n{"text": \n', ":2:"),
+    ],
+)
+def test_corpus_with_bad_lines_writes_nothing(capsys, tmp_path, content, expected) -> None:
+    tokenizer = _tiny_tokenizer(tmp_path)
+    corpus = tmp_path / "c.jsonl"
+    corpus.write_bytes(content)
+    prefix = tmp_path / "tokens" / "c"
+    argv = ["tokenize", str(corpus), "--tokenizer", str(tokenizer), "--out", str(prefix)]
+    line = _fails_cleanly(capsys, argv, expected)
+    assert "c.jsonl" in line
+    leftovers = list((tmp_path / "tokens").glob("*")) if (tmp_path / "tokens").exists() else []
+    assert leftovers == []
+
+
+def _tiny_tokenizer(tmp_path: Path) -> Path:
+    import json as json_module
+
+    from scifm.tokens.tokenizer import TokenizerConfig, train_tokenizer
+
+    texts = [json_module.__doc__ or "", json_module.dumps.__doc__ or ""]
+    path = tmp_path / "tokenizer.json"
+    train_tokenizer(TokenizerConfig(vocab_size=300, min_frequency=1), texts, path)
+    return path
+
+
+def test_console_script_exit_code(tmp_path) -> None:
+    script = Path(sys.executable).parent / "scifm"
+    done = subprocess.run([str(script), "train", "--config", str(tmp_path / "x.yaml")],
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 2
+    assert done.stderr.strip().startswith("error: config file not found")
+    assert "Traceback" not in done.stderr

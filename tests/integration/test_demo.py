@@ -1,0 +1,89 @@
+"""`scifm demo` end to end at a tiny budget, then the per-stage commands on its artifacts."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from scifm.cli import main
+
+pytestmark = pytest.mark.integration
+
+TINY = [
+    "corpus.max_bytes_per_corpus=150000",
+    "tokenizer.vocab_size=512",
+    "data.seq_len=64",
+    "model.dim=64",
+    "model.num_layers=2",
+    "model.num_heads=4",
+    "model.num_kv_heads=2",
+    "model.max_seq_len=64",
+    "train.micro_batch_size=8",
+    "train.max_tokens=20480",
+    "train.warmup_steps=4",
+    "train.log_every=4",
+    "train.checkpoint_every=20",
+    "demo.max_new_tokens=8",
+]
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("demo") / "run"
+    assert main(["demo", "--out", str(out), *TINY]) == 0
+    return out
+
+
+def test_demo_writes_the_run_directory(demo_run: Path) -> None:
+    report = json.loads((demo_run / "report.json").read_text())
+    for key in ("first_loss", "last_loss", "tokens_per_s", "num_params"):
+        assert key in report
+    assert report["steps"] == 40 and report["tokens_seen"] == 20480
+    assert report["last_loss"] < report["first_loss"] - 1.0, report
+    assert report["tokens_per_s"] > 0 and report["num_params"] > 0
+    assert len(report["samples"]) == 3 and all(s["completion"] for s in report["samples"])
+    assert (demo_run / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    records = [json.loads(x) for x in (demo_run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == list(range(4, 41, 4))
+    assert records[-1]["loss"] < records[0]["loss"]
+
+
+def test_demo_checkpoints_are_complete(demo_run: Path) -> None:
+    steps = sorted(p.name for p in (demo_run / "checkpoints").iterdir())
+    assert steps == ["step-00000020", "step-00000040"]
+    meta = json.loads((demo_run / "checkpoints" / steps[-1] / "metadata.json").read_text())
+    assert meta["step"] == 40 and meta["rope_convention"] == "half"
+    assert meta["model"]["dim"] == 64 and meta["tokens_seen"] == 20480
+
+
+def test_demo_rerun_resumes_without_redoing_work(demo_run: Path, capsys) -> None:
+    before = (demo_run / "data" / "tokens" / "math.bin").stat().st_mtime_ns
+    assert main(["demo", "--out", str(demo_run), *TINY]) == 0
+    assert (demo_run / "data" / "tokens" / "math.bin").stat().st_mtime_ns == before
+    report = json.loads((demo_run / "report.json").read_text())
+    assert report["steps"] == 40
+
+
+def test_inspect_prints_counts_and_decoded_sample(demo_run: Path, capsys) -> None:
+    prefix = demo_run / "data" / "tokens" / "math"
+    tokenizer = demo_run / "data" / "tokenizer" / "tokenizer.json"
+    assert main(["inspect", str(prefix), "--tokenizer", str(tokenizer)]) == 0
+    info = json.loads(capsys.readouterr().out)
+    manifest = json.loads(prefix.with_suffix(".manifest.json").read_text())
+    assert info["tokens"] == manifest["tokens"] and info["dtype"] == "uint16"
+    assert info["documents"] == manifest["documents"] and info["sample_text"]
+
+
+def test_train_command_on_demo_tokens_and_a_changed_run_refuses(demo_run, tmp_path) -> None:
+    tokens = demo_run / "data" / "tokens"
+    corpora = "[" + ", ".join(
+        f"{{name: {n}, prefixes: ['{tokens / n}'], weight: 1}}" for n in ("math", "python")
+    ) + "]"  # fmt: skip
+    argv = ["train", "--out", str(tmp_path / "t"), f"data.corpora={corpora}",
+            "data.seq_len=32", "model.vocab_size=512", "train.max_steps=3",
+            "train.micro_batch_size=2"]  # fmt: skip
+    assert main(argv) == 0
+    assert (tmp_path / "t" / "checkpoints" / "step-00000003" / "metadata.json").is_file()
+    assert main([*argv, "model.num_layers=1"]) == 2
