@@ -68,7 +68,9 @@ def load_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ScifmError(f"{p}: expected a mapping of sections at the top level, got {type(data).__name__}")
+        raise ScifmError(
+            f"{p}: expected a mapping of sections at the top level, got {type(data).__name__}"
+        )
     return data
 
 

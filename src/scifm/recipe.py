@@ -17,9 +17,12 @@ uses the sections it needs; `--dry-run` prints those sections resolved and valid
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
+from typing import Any, Self
+
 from pydantic import Field
 
-from scifm.config import Config
+from scifm.config import Config, apply_overrides
 from scifm.curate.demo import DemoCorpusConfig
 from scifm.data.mixture import DataConfig
 from scifm.model.config import ModelConfig
@@ -52,7 +55,7 @@ def _demo_model() -> ModelConfig:
 def _demo_train() -> TrainConfig:
     return TrainConfig(
         out_dir="runs/demo", micro_batch_size=16, max_tokens=600_000, lr=3e-3,
-        warmup_steps=10, log_every=5, num_threads=2,
+        warmup_steps=10, log_every=5,
     )  # fmt: skip
 
 
@@ -65,6 +68,29 @@ class Recipe(Config):
     train: TrainConfig = Field(default_factory=_demo_train)
     demo: DemoConfig = Field(default_factory=DemoConfig)
 
+    @classmethod
+    def from_dict(
+        cls, data: Mapping[str, Any] | None, overrides: Iterable[str] = (), source: str = "config"
+    ) -> Self:
+        """Fields a recipe leaves out keep the demo's values, section by section."""
+        given = apply_overrides(dict(data or {}), overrides)
+        base = cls().to_dict()
+        budget = [k for k in TrainConfig.BUDGET_FIELDS if k in given.get("train", {})]
+        if budget:  # the recipe chose its budget: the default one does not apply
+            base["train"].update({k: None for k in TrainConfig.BUDGET_FIELDS})
+        return super().from_dict(merge_onto(base, given), source=source)
+
     def sections(self, *names: str) -> dict:
         """The named sections as plain data, for printing."""
         return {name: getattr(self, name).to_dict() for name in names}
+
+
+def merge_onto(base: dict[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
+    """`update` laid over `base`: mappings merge key by key, anything else replaces."""
+    merged = dict(base)
+    for key, value in update.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), dict):
+            merged[key] = merge_onto(merged[key], value)
+        else:
+            merged[key] = value
+    return merged

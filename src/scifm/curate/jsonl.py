@@ -9,6 +9,7 @@ Lines are read as bytes and decoded one by one, so bad UTF-8 is located exactly.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import json
 import os
@@ -37,7 +38,7 @@ def write_documents(path: str | os.PathLike[str], docs: Iterable[Document]) -> i
     """Write `docs` as JSONL (gzip when the name ends in .gz), atomically; returns the count."""
     final = Path(path)
     count = 0
-    with atomic_path(final) as tmp, _open_write(tmp, gz=final.name.endswith(".gz")) as out:
+    with atomic_path(final) as tmp, open(tmp, "wb") as raw, _encoder(raw, final) as out:
         for doc in docs:
             out.write(doc.to_json().encode("utf-8") + b"\n")
             count += 1
@@ -49,7 +50,9 @@ def list_corpus_files(path: str | os.PathLike[str]) -> list[Path]:
     root = Path(path)
     if root.is_file():
         if not root.name.endswith(SUFFIXES):
-            raise ScifmError(f"{root}: not a corpus file; expected a name ending in .jsonl or .jsonl.gz")
+            raise ScifmError(
+                f"{root}: not a corpus file; expected a name ending in .jsonl or .jsonl.gz"
+            )
         return [root]
     if not root.is_dir():
         raise ScifmError(f"corpus not found: {root} (pass a .jsonl file or a directory of them)")
@@ -67,7 +70,7 @@ def _lines(file: Path) -> Iterator[tuple[int, bytes]]:
     number = 0
     try:
         with handle:
-            for number, raw in enumerate(handle, start=1):  # noqa: B007 - used after the loop
+            for number, raw in enumerate(handle, start=1):
                 yield number, raw.rstrip(b"\n")
     except (OSError, EOFError, zlib.error) as err:
         raise ScifmError(
@@ -85,13 +88,14 @@ def _open_read(file: Path) -> IO[bytes]:
         raise ScifmError(f"{file}: not a file; pass a .jsonl or .jsonl.gz file")
     if file.name.endswith(".gz"):
         return gzip.open(file, "rb")
-    return open(file, "rb")  # noqa: SIM115 - closed by the caller's `with`
+    return open(file, "rb")
 
 
-def _open_write(tmp: Path, gz: bool) -> IO[bytes]:
-    if gz:
-        return gzip.GzipFile(tmp, "wb", mtime=0)
-    return open(tmp, "wb")  # noqa: SIM115 - closed by the caller's `with`
+def _encoder(raw: IO[bytes], final: Path) -> contextlib.AbstractContextManager[IO[bytes]]:
+    """`raw` itself, or a gzip stream over it with no name or time in the header (reproducible)."""
+    if final.name.endswith(".gz"):
+        return gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0)
+    return contextlib.nullcontext(raw)
 
 
 def _parse_line(raw: bytes, where: str, first: bool) -> object:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal, Self
+from typing import ClassVar, Literal, Self
 
 from pydantic import Field, model_validator
 
@@ -10,6 +10,8 @@ from scifm.config import Config
 
 
 class TrainConfig(Config):
+    BUDGET_FIELDS: ClassVar[tuple[str, ...]] = ("max_steps", "max_tokens")
+
     out_dir: str = "runs/debug"
     """Run directory: metrics.jsonl, checkpoints/, loss.png, report.json."""
     seed: int = 0

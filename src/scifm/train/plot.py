@@ -7,11 +7,11 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
-from scifm.core.io import atomic_path  # noqa: E402
-from scifm.core.errors import ScifmError  # noqa: E402
-from scifm.train.metrics import read_metrics  # noqa: E402
+from scifm.core.errors import ScifmError
+from scifm.core.io import atomic_path
+from scifm.train.metrics import read_metrics
 
 
 def plot_run(run_dir: str | Path, out: str | Path | None = None) -> Path:

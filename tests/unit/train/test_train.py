@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from pathlib import Path
@@ -14,10 +15,10 @@ from scifm.checkpoint import list_checkpoints
 from scifm.core.errors import ScifmError
 from scifm.data import CorpusSource, DataConfig
 from scifm.model import ModelConfig
+from scifm.tokens.writer import IndexedWriter
 from scifm.train import TrainConfig, train
 from scifm.train import run as run_module
 from scifm.train.schedule import warmup_cosine
-from scifm.tokens.writer import IndexedWriter
 
 
 def test_warmup_cosine_shape() -> None:
@@ -25,7 +26,7 @@ def test_warmup_cosine_shape() -> None:
     assert values[0] == pytest.approx(0.1) and values[9] == pytest.approx(1.0)
     assert values[10] == pytest.approx(1.0)
     assert values[-1] == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 89 / 90)))
-    assert all(a >= b for a, b in zip(values[10:], values[11:], strict=False))
+    assert all(a >= b for a, b in itertools.pairwise(values[10:]))
 
 
 def test_budget_in_tokens_or_steps() -> None:
