@@ -87,3 +87,37 @@ def test_train_command_on_demo_tokens_and_a_changed_run_refuses(demo_run, tmp_pa
     assert main(argv) == 0
     assert (tmp_path / "t" / "checkpoints" / "step-00000003" / "metadata.json").is_file()
     assert main([*argv, "model.num_layers=1"]) == 2
+
+
+def test_stage_by_stage_commands_as_in_readme(tmp_path, capsys) -> None:
+    root = tmp_path / "d"
+    small = ["corpus.max_bytes_per_corpus=60000", "tokenizer.vocab_size=400"]
+    assert main(["corpus", "demo", str(root / "corpora"), *small]) == 0
+    manifest = json.loads((root / "corpora" / "manifest.json").read_text())
+    assert set(manifest) >= {"math", "scicomp", "python"}
+    corpora = [str(root / "corpora" / n) for n in ("math", "python")]
+    tokenizer = str(root / "tokenizer.json")
+    assert main(["tokenizer", "train", *corpora, "--out", tokenizer, *small]) == 0
+    prefix = str(root / "tokens" / "math")
+    assert main(["tokenize", corpora[0], "--tokenizer", tokenizer, "--out", prefix]) == 0
+    capsys.readouterr()
+    assert main(["inspect", prefix, "--tokenizer", tokenizer]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["documents"] == manifest["math"]["documents"] and info["sample_text"]
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["corpus", "demo", "OUT", "--dry-run"],
+        ["tokenizer", "train", "IN", "--out", "OUT/t.json", "--dry-run"],
+        ["tokenize", "IN", "--tokenizer", "t.json", "--out", "OUT/p", "--dry-run"],
+        ["demo", "--out", "OUT", "--dry-run"],
+        ["train", "--out", "OUT", "--dry-run"],
+    ],
+)
+def test_dry_run_prints_config_and_writes_nothing(tmp_path, capsys, argv) -> None:
+    argv = [a.replace("OUT", str(tmp_path / "out")) for a in argv]
+    assert main(argv) == 0
+    assert ":" in capsys.readouterr().out
+    assert not (tmp_path / "out").exists()
