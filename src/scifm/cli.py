@@ -18,7 +18,7 @@ from typing import Any, NoReturn
 import yaml
 
 from scifm.core.errors import ScifmError
-from scifm.core.logging import console, setup_logging
+from scifm.core.logging import output, setup_logging
 from scifm.recipe import Recipe
 
 _OVERRIDE = re.compile(r"^[A-Za-z_]\w*(\.\w+)+=")
@@ -51,7 +51,7 @@ def split_overrides(argv: Sequence[str]) -> tuple[list[str], list[str]]:
 
 
 def _print_yaml(data: dict[str, Any]) -> None:
-    console.print(yaml.safe_dump(data, sort_keys=False).rstrip(), markup=False, highlight=False)
+    output.print(yaml.safe_dump(data, sort_keys=False).rstrip(), markup=False, highlight=False)
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -67,22 +67,21 @@ def cmd_demo(args: argparse.Namespace, recipe: Recipe) -> None:
     from scifm.demo import run_demo
 
     out = Path(args.out or recipe.train.out_dir)
+    recipe.train.out_dir = str(out)
     if args.dry_run:
-        recipe = recipe.model_copy(update={"train": recipe.train.model_copy(
-            update={"out_dir": str(out)})})  # fmt: skip
         _print_yaml(recipe.to_dict())
         return
     run_demo(recipe, out)
 
 
 def cmd_corpus(args: argparse.Namespace, recipe: Recipe) -> None:
-    from scifm.stages import corpus_demo
+    from scifm.curate.demo import build_demo_corpora
 
     if args.dry_run:
         _print_yaml(recipe.sections("corpus"))
         return
-    manifest = corpus_demo(recipe.corpus, Path(args.out_dir))
-    console.print_json(json.dumps(manifest))
+    manifest = build_demo_corpora(recipe.corpus, Path(args.out_dir))
+    output.print_json(json.dumps(manifest))
 
 
 def cmd_tokenizer(args: argparse.Namespace, recipe: Recipe) -> None:
@@ -92,7 +91,7 @@ def cmd_tokenizer(args: argparse.Namespace, recipe: Recipe) -> None:
         _print_yaml(recipe.sections("tokenizer"))
         return
     tokenizer = tokenizer_train(recipe.tokenizer, args.inputs, Path(args.out))
-    console.print(f"wrote {args.out}: vocabulary {tokenizer.vocab_size}", markup=False)
+    output.print(f"wrote {args.out}: vocabulary {tokenizer.vocab_size}", markup=False)
 
 
 def cmd_tokenize(args: argparse.Namespace, recipe: Recipe) -> None:
@@ -102,7 +101,7 @@ def cmd_tokenize(args: argparse.Namespace, recipe: Recipe) -> None:
         _print_yaml(recipe.sections("tokenize"))
         return
     stats = tokenize_corpus(recipe.tokenize, args.inputs, Path(args.tokenizer), Path(args.out))
-    console.print_json(json.dumps(stats, default=str))
+    output.print_json(json.dumps(stats, default=str))
 
 
 def cmd_inspect(args: argparse.Namespace, recipe: Recipe) -> None:
@@ -113,7 +112,7 @@ def cmd_inspect(args: argparse.Namespace, recipe: Recipe) -> None:
         _print_yaml({"prefix": args.prefix, "tokenizer": tokenizer})
         return
     info = inspect_tokens(args.prefix, Path(tokenizer) if tokenizer else None)
-    console.print_json(json.dumps(info))
+    output.print_json(json.dumps(info))
 
 
 def cmd_train(args: argparse.Namespace, recipe: Recipe) -> None:
@@ -127,10 +126,10 @@ def cmd_train(args: argparse.Namespace, recipe: Recipe) -> None:
         _print_yaml(recipe.sections("data", "model", "train"))
         num_params = count_params_on_meta(recipe.model)
         flops = flops_per_token(recipe.model, recipe.data.seq_len)
-        console.print(f"num_params: {num_params:,}\nflops_per_token: {flops:.4g}", markup=False)
+        output.print(f"num_params: {num_params:,}\nflops_per_token: {flops:.4g}", markup=False)
         return
     result = train(recipe.model, recipe.data, recipe.train)
-    console.print(
+    output.print(
         f"trained {result.steps} steps, loss {result.first_loss:.3f} -> {result.last_loss:.3f}, "
         f"{result.tokens_per_s:.0f} tokens/s, checkpoint {result.checkpoint}",
         markup=False,
@@ -143,7 +142,7 @@ def cmd_plot(args: argparse.Namespace, recipe: Recipe) -> None:
     if args.dry_run:
         _print_yaml({"run_dir": args.run_dir})
         return
-    console.print(f"wrote {plot_run(args.run_dir, args.out)}", markup=False)
+    output.print(f"wrote {plot_run(args.run_dir, args.out)}", markup=False)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -11,6 +11,7 @@ Any problem becomes one `ScifmError` line naming the file, the field and the fix
 
 from __future__ import annotations
 
+import copy
 import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -89,7 +90,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
 
 def apply_overrides(data: dict[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
     """Return a copy of `data` with each dotted override set (intermediate maps created)."""
-    result = _deep_copy(data)
+    result = copy.deepcopy(data)
     for text in overrides:
         path, value = parse_override(text)
         node = result
@@ -104,19 +105,11 @@ def apply_overrides(data: dict[str, Any], overrides: Iterable[str]) -> dict[str,
     return result
 
 
-def _deep_copy(data: Any) -> Any:
-    if isinstance(data, dict):
-        return {key: _deep_copy(value) for key, value in data.items()}
-    if isinstance(data, list):
-        return [_deep_copy(value) for value in data]
-    return data
-
-
 def format_validation_error(err: ValidationError, source: str) -> str:
     """One line for all problems: `source: field.path: message (got value)`; ...`."""
     parts = []
     for item in err.errors():
-        loc = ".".join(str(p) for p in item["loc"]) or "(top level)"
+        loc = ".".join(str(p) for p in item["loc"])
         if item["type"] == "extra_forbidden":
             parts.append(f"unknown field {loc!r} (remove it or check the spelling)")
             continue
@@ -126,7 +119,7 @@ def format_validation_error(err: ValidationError, source: str) -> str:
         message = item["msg"].removeprefix("Value error, ")
         got = item.get("input")
         shown = f" (got {got!r})" if _is_scalar(got) else ""
-        parts.append(f"{loc}: {message}{shown}")
+        parts.append(f"{loc}: {message}{shown}" if loc else f"{message}{shown}")
     return f"{source}: " + "; ".join(parts)
 
 

@@ -18,13 +18,13 @@ from typing import Any
 
 from rich.table import Table
 
-from scifm.core.io import write_json
-from scifm.core.logging import console, get_logger
+from scifm.core.io import sha256_file, write_json
+from scifm.core.logging import get_logger, output
+from scifm.curate.demo import build_demo_corpora
 from scifm.data.mixture import CorpusSource, DataConfig
 from scifm.model import ModelConfig
 from scifm.recipe import Recipe
 from scifm.stages import (
-    corpus_demo,
     generate_samples,
     load_trained_model,
     tokenize_corpus,
@@ -63,15 +63,19 @@ def _run_stage(paths: DemoPaths, name: str, config: Any, done: Path, work: Calla
 
 def _data_stages(recipe: Recipe, paths: DemoPaths) -> list[str]:
     names = list(recipe.corpus.corpora)
-    _run_stage(paths, "corpora", recipe.corpus.to_dict(), paths.corpora / "manifest.json",
-               lambda: corpus_demo(recipe.corpus, paths.corpora))  # fmt: skip
+    manifest = paths.corpora / "manifest.json"
+    _run_stage(paths, "corpora", recipe.corpus.to_dict(), manifest,
+               lambda: build_demo_corpora(recipe.corpus, paths.corpora))  # fmt: skip
     corpus_dirs = [paths.corpora / name for name in names]
-    _run_stage(paths, "tokenizer", recipe.tokenizer.to_dict(), paths.tokenizer,
+    corpora_hash = sha256_file(manifest)  # upstream changes invalidate what follows
+    _run_stage(paths, "tokenizer", {**recipe.tokenizer.to_dict(), "corpora": corpora_hash},
+               paths.tokenizer,
                lambda: tokenizer_train(recipe.tokenizer, corpus_dirs, paths.tokenizer))  # fmt: skip
     tokenizer_hash = Tokenizer.load(paths.tokenizer).sha256
     for name in names:
         prefix = paths.prefix(name)
-        config = {**recipe.tokenize.to_dict(), "tokenizer": tokenizer_hash}
+        config = {**recipe.tokenize.to_dict(), "tokenizer": tokenizer_hash,
+                  "corpora": corpora_hash}  # fmt: skip
         _run_stage(paths, f"tokenize-{name}", config, manifest_path(prefix),
                    lambda n=name, p=prefix: tokenize_corpus(
                        recipe.tokenize, [paths.corpora / n], paths.tokenizer, p))  # fmt: skip
@@ -136,6 +140,6 @@ def _print_summary(report: dict[str, Any]) -> None:
     for key in ("num_params", "steps", "tokens_seen", "first_loss", "last_loss",
                 "tokens_per_s", "train_seconds", "checkpoint", "loss_plot"):  # fmt: skip
         table.add_row(key, str(report[key]))
-    console.print(table)
+    output.print(table)
     for sample in report["samples"]:
-        console.print(f"[bold]{sample['prompt']}[/bold]{sample['completion']!r}")
+        output.print(f"{sample['prompt']} -> {sample['completion']!r}", markup=False)

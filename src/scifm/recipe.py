@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any, Self
 
-from pydantic import Field
+from pydantic import Field, field_validator, model_validator
 
 from scifm.config import Config, apply_overrides
 from scifm.curate.demo import DemoCorpusConfig
@@ -46,6 +46,14 @@ class DemoConfig(Config):
     """Prompts whose greedy continuations the demo shows."""
     max_new_tokens: int = Field(default=24, gt=0)
     """Tokens generated per prompt."""
+
+    @field_validator("weights")
+    @classmethod
+    def _non_negative(cls, weights: dict[str, float]) -> dict[str, float]:
+        negative = sorted(name for name, w in weights.items() if w < 0)
+        if negative:
+            raise ValueError(f"weights must be >= 0 (0 leaves a corpus out): {negative}")
+        return weights
 
 
 def _demo_model() -> ModelConfig:
@@ -73,16 +81,50 @@ class Recipe(Config):
         cls, data: Mapping[str, Any] | None, overrides: Iterable[str] = (), source: str = "config"
     ) -> Self:
         """Fields a recipe leaves out keep the demo's values, section by section."""
-        given = apply_overrides(dict(data or {}), overrides)
+        data = {key: {} if value is None else value for key, value in (data or {}).items()}
+        overrides = list(overrides)
+        _budget_chosen_by(overrides, data.get("train"))
+        given = apply_overrides(data, overrides)
         base = cls().to_dict()
-        budget = [k for k in TrainConfig.BUDGET_FIELDS if k in given.get("train", {})]
-        if budget:  # the recipe chose its budget: the default one does not apply
-            base["train"].update({k: None for k in TrainConfig.BUDGET_FIELDS})
+        _budget_chosen_by(list(_dotted(given, "train")), base["train"])
         return super().from_dict(merge_onto(base, given), source=source)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        if self.data.seq_len > self.model.max_seq_len:
+            raise ValueError(
+                f"data.seq_len={self.data.seq_len} exceeds model.max_seq_len="
+                f"{self.model.max_seq_len}; lower one or raise the other"
+            )
+        unknown = sorted(set(self.demo.weights) - set(self.corpus.corpora))
+        if unknown:
+            raise ValueError(f"demo.weights names corpora not in corpus.corpora: {unknown}")
+        if not any(w > 0 for w in self.demo.weights.values()):
+            raise ValueError("demo.weights needs at least one positive weight")
+        return self
 
     def sections(self, *names: str) -> dict:
         """The named sections as plain data, for printing."""
         return {name: getattr(self, name).to_dict() for name in names}
+
+
+def _dotted(data: Mapping[str, Any], section: str) -> Iterable[str]:
+    value = data.get(section)
+    return [f"{section}.{key}=" for key in value] if isinstance(value, Mapping) else []
+
+
+def _budget_chosen_by(overrides: list[str], train: Any) -> None:
+    """When `overrides` set one budget field (max_steps or max_tokens), null the other in `train`.
+
+    A budget is one choice: naming it replaces whichever budget the layer below had.
+    """
+    if not isinstance(train, dict):
+        return
+    chosen = {
+        f for f in TrainConfig.BUDGET_FIELDS for o in overrides if o.startswith(f"train.{f}=")
+    }
+    for field in set(TrainConfig.BUDGET_FIELDS) - chosen if chosen else ():
+        train[field] = None
 
 
 def merge_onto(base: dict[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:

@@ -17,7 +17,6 @@ import torch
 from scifm.checkpoint import latest_checkpoint, load_checkpoint
 from scifm.core.errors import ScifmError
 from scifm.core.progress import track
-from scifm.curate.demo import DemoCorpusConfig, build_demo_corpora
 from scifm.curate.jsonl import list_corpus_files, read_documents
 from scifm.model import ModelConfig, build_model, count_params
 from scifm.model.generate import greedy_generate
@@ -25,11 +24,6 @@ from scifm.model.llama import Llama, num_params
 from scifm.tokens.format import IndexedTokens
 from scifm.tokens.tokenizer import Tokenizer, TokenizerConfig, train_tokenizer
 from scifm.tokens.writer import TokenizeConfig, tokenize_texts, write_manifest
-
-
-def corpus_demo(cfg: DemoCorpusConfig, out_dir: Path) -> dict[str, Any]:
-    """Embedded demo corpora -> OUT/<corpus>/shard-*.jsonl + manifest.json."""
-    return build_demo_corpora(cfg, out_dir)
 
 
 def _texts(paths: Sequence[Path], text_field: str = "text") -> Iterator[str]:
@@ -57,6 +51,8 @@ def tokenize_corpus(
     """Tokenize one corpus (its JSONL files) -> PREFIX.bin, PREFIX.idx, PREFIX.manifest.json."""
     files = corpus_files(inputs)
     tokenizer = Tokenizer.load(tokenizer_path)
+    if prefix.is_dir():
+        raise ScifmError(f"--out {prefix} is a directory; give a prefix such as {prefix}/corpus")
     prefix.parent.mkdir(parents=True, exist_ok=True)
     texts = _texts(files, cfg.text_field)
     stats = tokenize_texts(

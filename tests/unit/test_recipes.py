@@ -45,3 +45,30 @@ def test_train_dry_run_prints_config_params_and_flops(capsys) -> None:
     assert main(["train", "--config", str(RECIPES / "llama-7b.yaml"), "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert "num_params: 6,7" in out and "flops_per_token:" in out and "dim: 4096" in out
+
+
+def test_sections_left_empty_keep_the_defaults(tmp_path) -> None:
+    path = tmp_path / "r.yaml"
+    path.write_text("train:\nmodel:\n")
+    assert Recipe.from_yaml(path) == Recipe()
+
+
+def test_a_budget_override_replaces_the_recipes_budget() -> None:
+    recipe = Recipe.from_yaml(RECIPES / "debug.yaml", ["train.max_tokens=1000"])
+    assert (recipe.train.max_steps, recipe.train.max_tokens) == (None, 1000)
+    assert Recipe.from_yaml(RECIPES / "debug.yaml").train.max_steps == 60
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("data.seq_len=4096", "data.seq_len=4096 exceeds model.max_seq_len=256"),
+        ("demo.weights={nope: 1}", "demo.weights names corpora not in corpus.corpora"),
+        ("demo.weights={math: -1}", "weights must be >= 0"),
+    ],
+)
+def test_cross_section_checks(override: str, message: str) -> None:
+    from scifm.core.errors import ScifmError
+
+    with pytest.raises(ScifmError, match=message):
+        Recipe.from_dict({}, [override])

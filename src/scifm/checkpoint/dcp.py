@@ -72,11 +72,19 @@ def save_checkpoint(
     _barrier()
     if _is_main():
         write_json(tmp / METADATA, {"step": step, **metadata})
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
+        _replace_dir(tmp, final)
     _barrier()
     return final
+
+
+def _replace_dir(new: Path, final: Path) -> None:
+    """Move `new` to `final`; an existing `final` is set aside first and removed last."""
+    old = final.with_name(f".{final.name}.old")
+    if final.exists():
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(final, old)
+    os.replace(new, final)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def read_metadata(path: Path) -> dict[str, Any]:
@@ -84,9 +92,12 @@ def read_metadata(path: Path) -> dict[str, Any]:
     if not meta.is_file():
         raise ScifmError(f"{path}: not a complete checkpoint ({METADATA} is missing)")
     try:
-        return json.loads(meta.read_text())
+        data = json.loads(meta.read_text())
     except json.JSONDecodeError as err:
         raise ScifmError(f"{meta}: unreadable checkpoint metadata ({err.msg})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("step"), int):
+        raise ScifmError(f"{meta}: checkpoint metadata has no integer 'step'")
+    return data
 
 
 def list_checkpoints(run_dir: str | os.PathLike[str]) -> list[CheckpointInfo]:

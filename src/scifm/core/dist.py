@@ -31,7 +31,8 @@ _LAUNCHER_VARS = (
     ("torchrun", "RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE"),
     ("openmpi", "OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE",
      "OMPI_COMM_WORLD_LOCAL_RANK", "OMPI_COMM_WORLD_LOCAL_SIZE"),
-    ("mpich", "PMI_RANK", "PMI_SIZE", "MPI_LOCALRANKID", "MPI_LOCALNRANKS"),
+    ("mpich", "PMI_RANK", "PMI_SIZE", "MPI_LOCALRANKID|PALS_LOCAL_RANKID|PMI_LOCAL_RANK",
+     "MPI_LOCALNRANKS|PALS_LOCAL_SIZE|PMI_LOCAL_SIZE"),
     ("slurm", "SLURM_PROCID", "SLURM_NTASKS", "SLURM_LOCALID", "SLURM_NTASKS_PER_NODE"),
 )  # fmt: skip
 
@@ -70,6 +71,15 @@ def _int_env(env: Mapping[str, str], name: str) -> int | None:
     return int(match.group(1))
 
 
+def _first_int_env(env: Mapping[str, str], names: str) -> int | None:
+    """The first set variable of `A|B|C` (MPICH Hydra, Cray PALS as on Aurora, PMI)."""
+    for name in names.split("|"):
+        value = _int_env(env, name)
+        if value is not None:
+            return value
+    return None
+
+
 def detect_launch(env: Mapping[str, str] | None = None) -> LaunchInfo:
     """Read rank, world size and local rank from torchrun, MPI or Slurm variables."""
     env = os.environ if env is None else env
@@ -79,8 +89,8 @@ def detect_launch(env: Mapping[str, str] | None = None) -> LaunchInfo:
             continue
         if not 0 <= rank < size:
             raise ScifmError(f"{launcher}: rank {rank} is outside world size {size}")
-        local_rank = _int_env(env, local_var)
-        local_size = _int_env(env, local_size_var)
+        local_rank = _first_int_env(env, local_var)
+        local_size = _first_int_env(env, local_size_var)
         return LaunchInfo(
             launcher=launcher,
             rank=rank,

@@ -18,12 +18,26 @@ from pathlib import Path
 from typing import Any
 
 
+def _umask() -> int:
+    current = os.umask(0)
+    os.umask(current)
+    return current
+
+
 def _tmp_sibling(path: Path, is_dir: bool = False) -> Path:
+    """A fresh temporary name next to `path`, with the permissions a plain create would get.
+
+    mkstemp/mkdtemp create 0600/0700; outputs on shared filesystems must stay readable by
+    the group and others as the user's umask allows, so the mode is reset here.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     if is_dir:
-        return Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+        os.chmod(tmp, 0o777 & ~_umask())
+        return tmp
     fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
+    os.chmod(name, 0o666 & ~_umask())
     return Path(name)
 
 

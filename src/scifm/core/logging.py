@@ -1,6 +1,7 @@
 """Rank-aware logging: rank 0 logs INFO through rich; other ranks only warnings, prefixed.
 
-Every module asks `get_logger(__name__)`; `setup_logging(rank)` is called once per process.
+Every module asks `get_logger(__name__)`; `setup_logging()` is called once per process and
+takes the rank from the launcher. Logs and progress go to stderr, results to stdout.
 """
 
 from __future__ import annotations
@@ -11,11 +12,17 @@ import sys
 from rich.console import Console
 from rich.logging import RichHandler
 
+from scifm.core.dist import detect_launch
+
 _ROOT = "scifm"
-console = Console(stderr=False, highlight=False)
+console = Console(stderr=True, highlight=False)
+"""Logs and progress bars: stderr, so a command's result on stdout stays clean."""
+output = Console(stderr=False, highlight=False, soft_wrap=True)
+"""A command's result (JSON, tables, printed configs)."""
 
 
-def setup_logging(rank: int = 0, level: int = logging.INFO) -> None:
+def setup_logging(rank: int | None = None, level: int = logging.INFO) -> None:
+    rank = detect_launch().rank if rank is None else rank
     root = logging.getLogger(_ROOT)
     root.handlers.clear()
     root.propagate = False

@@ -19,6 +19,9 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from scifm.core.dist import detect_launch
+from scifm.core.logging import console
+
 
 class _Silent:
     def advance(self, amount: float = 1) -> None:
@@ -41,8 +44,7 @@ class _Bar:
 
 
 def progress_enabled() -> bool:
-    rank = int(os.environ.get("RANK", os.environ.get("PMI_RANK", "0")) or 0)
-    return rank == 0 and os.environ.get("SCIFM_PROGRESS", "1") != "0"
+    return detect_launch().rank == 0 and os.environ.get("SCIFM_PROGRESS", "1") != "0"
 
 
 @contextlib.contextmanager
@@ -58,5 +60,5 @@ def track(total: float | None, description: str) -> Iterator[_Bar | _Silent]:
         TimeElapsedColumn(),
         TimeRemainingColumn(),
     )
-    with Progress(*columns, transient=False) as progress:
+    with Progress(*columns, console=console, transient=False) as progress:
         yield _Bar(progress, progress.add_task(description, total=total))

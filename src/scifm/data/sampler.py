@@ -127,5 +127,9 @@ class BlendedSamples:
         """Samples first .. first + count - 1 stacked as int64 [count, seq_len + 1]."""
         return np.stack([self.sample(n).astype(np.int64) for n in range(first, first + count)])
 
+    def max_token_id(self) -> int:
+        """The largest token id of any corpus (one pass over the memory-mapped files)."""
+        return max(int(f.max()) for c in self.corpora for f in c.files if len(f))
+
     def corpus_names(self) -> list[str]:
         return [c.name for c in self.corpora]

@@ -10,14 +10,15 @@ import json
 from pathlib import Path
 from typing import Any
 
+from scifm.core.io import write_text
+
 
 class MetricsLog:
     def __init__(self, path: Path, resume_step: int = 0) -> None:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
         kept = [r for r in read_metrics(path) if r.get("step", 0) <= resume_step]
-        with open(path, "w", encoding="utf-8") as handle:
-            handle.writelines(json.dumps(r) + "\n" for r in kept)
+        write_text(path, "".join(json.dumps(r) + "\n" for r in kept))
         self._handle = open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
 
     def write(self, record: dict[str, Any]) -> None:

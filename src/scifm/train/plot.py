@@ -31,7 +31,9 @@ def plot_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
         axis.grid(alpha=0.3)
     fig.suptitle(run.name)
     fig.tight_layout()
-    with atomic_path(target) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
+    try:
+        with atomic_path(target) as tmp:
+            fig.savefig(tmp, format="png", dpi=100)
+    finally:
+        plt.close(fig)
     return target

@@ -9,6 +9,7 @@ applied from outside the model by the parallel engine of a later issue.
 
 from __future__ import annotations
 
+import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,11 +72,17 @@ def _make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Ada
     )
 
 
-def _check_vocab(samples: BlendedSamples, model_cfg: ModelConfig) -> None:
-    probe = samples.batch(0, 1)
-    if int(probe.max()) >= model_cfg.embedding_size:
+def _check_shapes(samples: BlendedSamples, model_cfg: ModelConfig, seq_len: int) -> None:
+    """Token ids must fit the embedding and samples the RoPE table, before any step runs."""
+    if seq_len > model_cfg.max_seq_len:
         raise ScifmError(
-            f"token id {int(probe.max())} does not fit model.vocab_size={model_cfg.vocab_size}; "
+            f"data.seq_len={seq_len} exceeds model.max_seq_len={model_cfg.max_seq_len}; "
+            "lower data.seq_len or raise model.max_seq_len"
+        )
+    largest = samples.max_token_id()
+    if largest >= model_cfg.embedding_size:
+        raise ScifmError(
+            f"token id {largest} does not fit model.vocab_size={model_cfg.vocab_size}; "
             "set model.vocab_size to the tokenizer's vocabulary size"
         )
 
@@ -136,7 +143,7 @@ class _Trainer:
         self.metadata = metadata
         self.device = _resolve_device(cfg)
         self.samples = BlendedSamples(data_cfg)
-        _check_vocab(self.samples, model_cfg)
+        _check_shapes(self.samples, model_cfg, data_cfg.seq_len)
         self.model = build_model(model_cfg, device=self.device, seed=cfg.seed)
         self.optimizer = _make_optimizer(self.model, cfg)
         self.total_steps = cfg.total_steps(data_cfg.seq_len)
@@ -252,7 +259,6 @@ def _loop(trainer: _Trainer) -> TrainResult:
     cfg, state = trainer.cfg, trainer.state
     metrics = MetricsLog(trainer.run_dir / "metrics.jsonl", resume_step=state.step)
     window, run_tokens, run_start = _new_window(), 0, time.perf_counter()
-    checkpoint = None
     with track(trainer.total_steps, "train") as bar:
         bar.advance(state.step)
         while state.step < trainer.total_steps:
@@ -266,13 +272,17 @@ def _loop(trainer: _Trainer) -> TrainResult:
                 metrics.write(_record(trainer, stats, window))
                 window = _new_window()
             if cfg.checkpoint_every and state.step % cfg.checkpoint_every == 0:
-                checkpoint = trainer.save()
+                trainer.save()
     metrics.close()
-    if checkpoint is None or not checkpoint.name.endswith(f"{state.step:08d}"):
-        checkpoint = trainer.save()
+    latest = latest_checkpoint(trainer.run_dir)
+    checkpoint = latest.path if latest and latest.step == state.step else trainer.save()
     elapsed = time.perf_counter() - run_start
     records = read_metrics(metrics.path)
-    speed = run_tokens / elapsed if run_tokens else _median([r["tokens_per_s"] for r in records])
+    speed = (
+        run_tokens / elapsed
+        if run_tokens
+        else statistics.median([r["tokens_per_s"] for r in records] or [0.0])
+    )
     return TrainResult(
         run_dir=trainer.run_dir,
         steps=state.step,
@@ -284,10 +294,6 @@ def _loop(trainer: _Trainer) -> TrainResult:
         checkpoint=checkpoint,
         elapsed_s=elapsed,
     )
-
-
-def _median(values: list[float]) -> float:
-    return float(sorted(values)[len(values) // 2]) if values else 0.0
 
 
 def _accumulate(window: dict, stats: dict, seconds: float, trainer: _Trainer) -> None:

@@ -102,3 +102,9 @@ def test_rendezvous_file_store_keyed_by_job(tmp_path) -> None:
 def test_rendezvous_without_any_hint_is_a_clear_error() -> None:
     with pytest.raises(ScifmError, match="MASTER_ADDR"):
         rendezvous_init_method({})
+
+
+def test_cray_pals_local_rank_as_on_aurora() -> None:
+    env = {"PMI_RANK": "13", "PMI_SIZE": "24", "PALS_LOCAL_RANKID": "1", "PALS_LOCAL_SIZE": "12"}
+    info = detect_launch(env)
+    assert (info.rank, info.local_rank, info.local_world_size) == (13, 1, 12)

@@ -42,3 +42,17 @@ def test_hashes_agree(tmp_path) -> None:
     path.write_bytes(b"abc")
     assert sha256_file(path) == sha256_bytes(b"abc")
     assert sha256_bytes(b"abc").startswith("ba7816bf")
+
+
+def test_outputs_get_the_permissions_of_a_plain_create(tmp_path) -> None:
+    import os
+
+    old = os.umask(0o022)
+    try:
+        write_json(tmp_path / "shared.json", {})
+        with atomic_dir(tmp_path / "d"):
+            pass
+    finally:
+        os.umask(old)
+    assert (tmp_path / "shared.json").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "d").stat().st_mode & 0o777 == 0o755
