@@ -198,9 +198,10 @@ def init_distributed(timeout_s: float = 600.0, device: str | None = None) -> Lau
     if kind != "cpu":
         local = local_device(info, kind)
         getattr(torch, kind).set_device(local)
+    init_method = rendezvous_init_method()
     dist.init_process_group(
         backend=backend_for(kind),
-        init_method=rendezvous_init_method(),
+        init_method=init_method,
         rank=info.rank,
         world_size=info.world_size,
         timeout=timedelta(seconds=timeout_s),

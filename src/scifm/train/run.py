@@ -113,7 +113,7 @@ def _check_same_run(meta: dict[str, Any], trainer: _Trainer) -> None:
             ("train", train_then, train_now),
         )
         if then != now
-    ]
+    ] + [key for key, value in trainer.metadata.items() if meta.get(key) != value]
     if changed:
         raise ScifmError(
             f"{trainer.run_dir} holds a run with different {', '.join(changed)} settings; "
