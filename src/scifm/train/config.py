@@ -20,6 +20,8 @@ class TrainConfig(Config):
     """Sequences per forward/backward pass."""
     grad_accum_steps: int = Field(default=1, gt=0)
     """Micro-batches accumulated per optimizer step."""
+    data_workers: int = Field(default=0, ge=0)
+    """torch DataLoader worker processes reading samples (0: read in the training process)."""
     max_steps: int | None = Field(default=None, gt=0)
     """Optimizer steps to run; give this or max_tokens."""
     max_tokens: int | None = Field(default=None, gt=0)

@@ -26,7 +26,8 @@ from scifm.core.errors import ScifmError
 from scifm.core.logging import get_logger
 from scifm.core.progress import track
 from scifm.core.seed import seed_everything, set_deterministic
-from scifm.data import BlendedSamples, DataConfig
+from scifm.data import DataConfig
+from scifm.data.loader import TokenLoader
 from scifm.model import ModelConfig, build_model, count_params, flops_per_token
 from scifm.train.config import TrainConfig
 from scifm.train.metrics import MetricsLog, read_metrics
@@ -72,18 +73,12 @@ def _make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Ada
     )
 
 
-def _check_shapes(samples: BlendedSamples, model_cfg: ModelConfig, seq_len: int) -> None:
-    """Token ids must fit the embedding and samples the RoPE table, before any step runs."""
+def _check_shapes(model_cfg: ModelConfig, seq_len: int) -> None:
+    """Samples must fit the RoPE table before any step runs (token ids are checked per batch)."""
     if seq_len > model_cfg.max_seq_len:
         raise ScifmError(
             f"data.seq_len={seq_len} exceeds model.max_seq_len={model_cfg.max_seq_len}; "
             "lower data.seq_len or raise model.max_seq_len"
-        )
-    largest = samples.max_token_id()
-    if largest >= model_cfg.embedding_size:
-        raise ScifmError(
-            f"token id {largest} does not fit model.vocab_size={model_cfg.vocab_size}; "
-            "set model.vocab_size to the tokenizer's vocabulary size"
         )
 
 
@@ -132,6 +127,7 @@ def _resume(trainer: _Trainer) -> None:
     set_state_dict(model, optimizer, model_state_dict=sd["model"], optim_state_dict=sd["optim"])
     state.step, state.tokens_seen = int(meta["step"]), int(meta["tokens_seen"])
     state.first_loss = meta.get("first_loss")
+    trainer.seek(int(meta.get("consumed_samples", state.step * trainer.samples_per_step)))
     log.info("resumed from %s (step %d)", found.path, state.step)
 
 
@@ -142,14 +138,30 @@ class _Trainer:
         self.run_dir = Path(cfg.out_dir)
         self.metadata = metadata
         self.device = _resolve_device(cfg)
-        self.samples = BlendedSamples(data_cfg)
-        _check_shapes(self.samples, model_cfg, data_cfg.seq_len)
+        _check_shapes(model_cfg, data_cfg.seq_len)
+        self.loader = self._make_loader(consumed_samples=0)  # validates the mixture first
         self.model = build_model(model_cfg, device=self.device, seed=cfg.seed)
         self.optimizer = _make_optimizer(self.model, cfg)
         self.total_steps = cfg.total_steps(data_cfg.seq_len)
         self.samples_per_step = cfg.micro_batch_size * cfg.grad_accum_steps
         self.state = _State()
         self.flops_per_token = flops_per_token(model_cfg, data_cfg.seq_len)
+
+    def _make_loader(self, consumed_samples: int) -> TokenLoader:
+        cfg = self.cfg
+        return TokenLoader(
+            self.data_cfg,
+            global_batch=cfg.micro_batch_size * cfg.grad_accum_steps,
+            micro_batch=cfg.micro_batch_size,
+            consumed_samples=consumed_samples,
+            vocab_size=self.model_cfg.vocab_size,
+            num_workers=cfg.data_workers,
+            pin_memory=self.device.type == "cuda",
+        )
+
+    def seek(self, consumed_samples: int) -> None:
+        """Continue the data stream from a global sample count (after a resume)."""
+        self.loader = self._make_loader(consumed_samples)
 
     def step(self) -> dict[str, float]:
         cfg, state = self.cfg, self.state
@@ -159,11 +171,9 @@ class _Trainer:
             group["lr"] = lr
         data_s = compute_s = 0.0
         loss_sum = 0.0
-        for micro in range(cfg.grad_accum_steps):
+        for _ in range(cfg.grad_accum_steps):
             t0 = time.perf_counter()
-            first = state.step * self.samples_per_step + micro * cfg.micro_batch_size
-            batch = torch.from_numpy(self.samples.batch(first, cfg.micro_batch_size))
-            batch = batch.to(self.device, non_blocking=True)
+            batch = next(self.loader)["tokens"].to(self.device, non_blocking=True)
             t1 = time.perf_counter()
             loss = _loss(self.model, batch) / cfg.grad_accum_steps
             loss.backward()
@@ -191,7 +201,7 @@ class _Trainer:
             **self.metadata,
             "tokens_seen": self.state.tokens_seen,
             "first_loss": self.state.first_loss,
-            "consumed_samples": self.state.step * self.samples_per_step,
+            "consumed_samples": self.loader.consumed_samples,
             "model": self.model_cfg.to_dict(),
             "data": self.data_cfg.to_dict(),
             "train": self.cfg.to_dict(),

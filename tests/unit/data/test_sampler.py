@@ -1,112 +1,109 @@
-"""Blended packed samples against a straightforward materialised reference."""
+"""The implicit sampler against the materialised reference, and its properties."""
 
 from __future__ import annotations
 
-from collections import Counter
-from pathlib import Path
-
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from scifm.core.errors import ScifmError
-from scifm.data import BlendedSamples, CorpusSource, DataConfig
-from scifm.tokens.writer import IndexedWriter
+from scifm.data import BlendedSampler, CorpusSource, open_mixture
+from tests.unit.data.conftest import make_corpora
+from tests.unit.data.reference import ReferenceSampler
 
 
-def _write(prefix: Path, docs: list[list[int]]) -> str:
-    with IndexedWriter(prefix, np.uint16) as writer:
-        for doc in docs:
-            writer.add_document(doc)
-    return str(prefix)
-
-
-@pytest.fixture
-def corpora(tmp_path) -> dict[str, list[str]]:
-    rng = np.random.default_rng(0)
-    out = {}
-    for c, name in enumerate(("a", "b", "c")):
-        files = []
-        for f in range(2):
-            docs = [list(rng.integers(3, 500, rng.integers(1, 40)) + 1000 * c) for _ in range(30)]
-            files.append(_write(tmp_path / f"{name}{f}", docs))
-        out[name] = files
-    return out
-
-
-def _config(corpora, weights=(0.5, 0.3, 0.2), seq_len=16, seed=7) -> DataConfig:
+def _sampler(corpora, weights=(5, 3, 2), seq_len=16, seed=7, window=8, valid=0.0, **kw):
     sources = [CorpusSource(name=n, prefixes=p, weight=w)
                for (n, p), w in zip(corpora.items(), weights, strict=True)]  # fmt: skip
-    return DataConfig(corpora=sources, seq_len=seq_len, seed=seed)
+    return BlendedSampler(open_mixture(sources), seq_len, seed, window, valid, **kw)
 
 
-def _stream(prefixes: list[str]) -> np.ndarray:
-    parts = [np.fromfile(p + ".bin", dtype=np.uint16) for p in prefixes]
-    return np.concatenate(parts).astype(np.int64)
+@settings(
+    max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    seq_len=st.sampled_from([4, 16, 61]),
+    window=st.sampled_from([1, 4, 16, 64]),
+    seed=st.integers(0, 2**32),
+    valid=st.sampled_from([0.0, 0.1]),
+    weights=st.lists(st.integers(1, 9), min_size=3, max_size=3),
+)
+def test_samples_equal_the_materialised_reference(tmp_path_factory, seq_len, window, seed,
+                                                  valid, weights) -> None:  # fmt: skip
+    corpora = make_corpora(tmp_path_factory.mktemp("c"), docs_per_file=25)
+    sampler = _sampler(corpora, weights, seq_len, seed, window, valid)
+    reference = ReferenceSampler(list(corpora.values()), weights, seq_len, seed, window, valid)
+    assert list(sampler.samples_per_epoch) == reference.epoch_size
+    count = 400  # enough for several epochs of the smaller corpora
+    expected = reference.samples(sampler, count)
+    assert np.array_equal(sampler.batch(0, count), expected)
+    # any window of the stream, in any order of requests, gives the same samples
+    assert np.array_equal(sampler.batch(123, 50), expected[123:173])
 
 
-def test_samples_are_packed_windows_of_the_corpus_stream(corpora) -> None:
-    samples = BlendedSamples(_config(corpora))
-    streams = [_stream(p) for p in corpora.values()]
-    for n in range(200):
-        corpus, _, k = samples.locate(n)
-        expected = streams[corpus][k * 16 : k * 16 + 17]
-        assert np.array_equal(samples.sample(n), expected)
+def test_no_sample_repeats_within_a_corpus_epoch(corpora) -> None:
+    sampler = _sampler(corpora)
+    corpus, epoch, sample = sampler.locate(np.arange(4000))
+    for c in range(3):
+        for e in np.unique(epoch[corpus == c]):
+            chosen = sample[(corpus == c) & (epoch == e)]
+            assert len(np.unique(chosen)) == len(chosen)
+            if np.sum(epoch[corpus == c] > e):  # a completed epoch visits every sample
+                assert np.array_equal(np.sort(chosen), np.arange(sampler.samples_per_epoch[c]))
+    assert epoch.max() >= 2  # more epochs than data are allowed
+    assert np.all(sampler.epochs_seen(4000) > 2)
 
 
-def test_every_prefix_stays_within_one_sample_of_its_weight(corpora) -> None:
-    weights = np.array([0.5, 0.3, 0.2])
-    samples = BlendedSamples(_config(corpora, tuple(weights)))
-    counts = np.zeros(3)
-    for n in range(1, 500):
-        counts[samples.locate(n - 1)[0]] += 1
-        assert np.all(np.abs(counts - weights * n) <= 1.0), (n, counts)
+def test_epochs_reshuffle_documents_and_samples(corpora) -> None:
+    sampler = _sampler(corpora)
+    reference = ReferenceSampler(list(corpora.values()), (5, 3, 2), 16, 7, 8)
+    assert not np.array_equal(reference.stream(0, 0), reference.stream(0, 1))
+    assert np.array_equal(np.sort(reference.stream(0, 0)), np.sort(reference.stream(0, 1)))
+    corpus, epoch, sample = sampler.locate(np.arange(3000))
+    firsts = [sample[(corpus == 0) & (epoch == e)][:20] for e in (0, 1)]
+    assert not np.array_equal(*firsts)
 
 
-def test_no_repeat_within_a_corpus_epoch_and_full_coverage(corpora) -> None:
-    samples = BlendedSamples(_config(corpora))
-    seen: dict[tuple[int, int], list[int]] = {}
-    for n in range(2000):
-        corpus, epoch, k = samples.locate(n)
-        seen.setdefault((corpus, epoch), []).append(k)
-    for (corpus, _), ks in seen.items():
-        assert len(ks) == len(set(ks))
-        if len(ks) == samples.samples_per_epoch[corpus]:
-            assert sorted(ks) == list(range(samples.samples_per_epoch[corpus]))
-    assert max(epoch for _, epoch in seen) >= 1
+def test_identical_across_instances_and_cache_sizes(corpora) -> None:
+    a = _sampler(corpora).batch(1000, 64)
+    b = _sampler(corpora, cache_windows=1).batch(1000, 64)
+    assert np.array_equal(a, b)
+    assert not np.array_equal(a, _sampler(corpora, seed=8).batch(1000, 64))
 
 
-def test_epochs_are_shuffled_differently_and_runs_are_identical(corpora) -> None:
-    one, two = BlendedSamples(_config(corpora)), BlendedSamples(_config(corpora))
-    assert np.array_equal(one.batch(0, 64), two.batch(0, 64))
-    assert not np.array_equal(one._order(0, 0), one._order(0, 1))
-    other_seed = BlendedSamples(_config(corpora, seed=8))
-    assert not np.array_equal(one.batch(0, 64), other_seed.batch(0, 64))
+def test_doc_starts_mark_where_documents_begin(corpora) -> None:
+    sampler = _sampler(corpora, window=1)
+    tokens, starts = sampler.batch(0, 200, doc_starts=True)
+    after_eod = np.zeros_like(starts)
+    after_eod[:, 1:] = tokens[:, :-1] == 1  # EOD ends every document, so the next begins
+    assert np.array_equal(starts[:, 1:], after_eod[:, 1:])
 
 
-def test_resume_is_asking_for_the_next_sample(corpora) -> None:
-    full = BlendedSamples(_config(corpora)).batch(0, 96)
-    resumed = BlendedSamples(_config(corpora)).batch(40, 56)
-    assert np.array_equal(full[40:], resumed)
+def test_heldout_documents_are_never_trained_on(tmp_path) -> None:
+    corpora = make_corpora(tmp_path, files_per_corpus=(2,), docs_per_file=50)
+    sampler = _sampler(corpora, weights=(1,), valid=0.2)
+    heldout = sampler.heldout_tokens(0)
+    total = sampler.mixture.corpora[0].num_tokens
+    assert 0.15 * total < len(heldout) < 0.3 * total
+    assert heldout[-1] == 1  # whole documents, ending with EOD
+    trained = sampler.batch(0, int(sampler.samples_per_epoch[0]))
+    reference = ReferenceSampler(list(corpora.values()), (1,), 16, 7, 8, 0.2)
+    assert len(reference.stream(0, 0)) + len(heldout) == total
+    assert trained.max() < 1000 and len(trained)
 
 
-def test_counts_follow_weights_over_a_long_stream(corpora) -> None:
-    samples = BlendedSamples(_config(corpora, (2.0, 1.0, 1.0)))
-    counts = Counter(samples.locate(n)[0] for n in range(400))
-    assert counts == {0: 200, 1: 100, 2: 100}
+def test_token_beyond_the_vocabulary_is_an_error_naming_the_corpus(corpora) -> None:
+    with pytest.raises(ScifmError, match=r"corpus 'c'.*vocabulary 2000"):
+        _sampler(corpora, vocab_size=2000).batch(0, 50)
 
 
-def test_bad_mixtures_are_clear_errors(corpora, tmp_path) -> None:
-    with pytest.raises(ScifmError, match="data.corpora is empty"):
-        BlendedSamples(DataConfig())
-    tiny = _write(tmp_path / "tiny", [[1, 2, 3]])
-    cfg = DataConfig(corpora=[CorpusSource(name="t", prefixes=[tiny], weight=1)], seq_len=16)
+def test_corpus_shorter_than_one_sample_is_an_error(corpora) -> None:
     with pytest.raises(ScifmError, match="fewer than one sample"):
-        BlendedSamples(cfg)
-    with pytest.raises(ScifmError, match="corpus names must be unique"):
-        DataConfig.from_dict({"corpora": [{"name": "x", "prefixes": ["p"], "weight": 1}] * 2})
-    with pytest.raises(ScifmError, match="weight"):
-        DataConfig.from_dict({"corpora": [{"name": "x", "prefixes": ["p"], "weight": 0}]})
-    missing = DataConfig(corpora=[CorpusSource(name="m", prefixes=[str(tmp_path / "no")],
-                                               weight=1)])  # fmt: skip
-    with pytest.raises(ScifmError, match="no"):
-        BlendedSamples(missing)
+        _sampler(corpora, seq_len=100_000)
+
+
+def test_corpus_of_matches_located_corpus(corpora) -> None:
+    sampler = _sampler(corpora)
+    numbers = np.arange(5000, 6000)
+    assert np.array_equal(sampler.corpus_of(numbers), sampler.locate(numbers)[0])

@@ -1,0 +1,70 @@
+"""The closed-form interleave: consistent indices, and every corpus close to its weight."""
+
+from __future__ import annotations
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from scifm.data.blend import WeightTree
+
+DOLMA_LIKE = [0.254, 0.198, 0.146, 0.081, 0.062, 0.052, 0.049, 0.044, 0.034, 0.031, 0.023,
+              0.0125, 0.0085, 0.004]  # fmt: skip
+
+
+def _cumulative(tree: WeightTree, count: int) -> np.ndarray:
+    corpus, _ = tree.route(np.arange(count))
+    steps = np.zeros((count + 1, tree.num_corpora), dtype=np.int64)
+    steps[np.arange(1, count + 1), corpus] = 1
+    return np.cumsum(steps, axis=0)
+
+
+def _max_deviations(weights, count: int, batch: int) -> tuple[float, float]:
+    tree = WeightTree(weights)
+    cum = _cumulative(tree, count)
+    ideal = np.outer(np.arange(count + 1), tree.weights)
+    prefix = np.abs(cum - ideal).max()
+    starts = np.arange(0, count - batch + 1, batch)
+    per_batch = np.abs(cum[starts + batch] - cum[starts] - batch * tree.weights).max()
+    return float(prefix), float(per_batch)
+
+
+def test_index_within_corpus_counts_the_corpus_samples_before_it() -> None:
+    tree = WeightTree([0.5, 0.3, 0.2])
+    corpus, index = tree.route(np.arange(5000))
+    for c in range(3):
+        assert np.array_equal(index[corpus == c], np.arange(np.sum(corpus == c)))
+    assert np.array_equal(tree.counts(5000), np.bincount(corpus, minlength=3))
+
+
+def test_routing_far_into_the_run_matches_counts() -> None:
+    tree = WeightTree(DOLMA_LIKE)
+    n = 488_281_250  # AuroraGPT's 2T-token run at seq 4096
+    corpus, index = tree.route(np.arange(n, n + 768))
+    counts = tree.counts(n)
+    for c in np.unique(corpus):
+        assert index[corpus == c][0] == counts[c]
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    raw=st.lists(st.integers(1, 1000), min_size=1, max_size=16),
+    batch=st.sampled_from([7, 32, 64, 256, 768]),
+)
+def test_every_prefix_and_global_batch_within_two_samples(raw: list[int], batch: int) -> None:
+    prefix, per_batch = _max_deviations(raw, 12_000, batch)
+    assert prefix <= 2.0
+    assert per_batch <= 2.0
+
+
+def test_error_bound_holds_and_dolma_mixture_stays_near_one_sample() -> None:
+    tree = WeightTree(DOLMA_LIKE)
+    prefix, per_batch = _max_deviations(DOLMA_LIKE, 100_000, 768)
+    assert prefix <= tree.bound / 2 + 1e-9
+    assert per_batch <= tree.bound + 1e-9
+    assert per_batch < 1.5
+
+
+def test_one_corpus_takes_every_sample() -> None:
+    corpus, index = WeightTree([3.0]).route(np.arange(10))
+    assert np.all(corpus == 0) and np.array_equal(index, np.arange(10))
