@@ -24,6 +24,8 @@ _GOLDEN = 0x9E3779B97F4A7C15
 _MIX1 = 0xBF58476D1CE4E5B9
 _MIX2 = 0x94D049BB133111EB
 FEISTEL_ROUNDS = 4
+_U_GOLDEN, _U_MIX1, _U_MIX2 = np.uint64(_GOLDEN), np.uint64(_MIX1), np.uint64(_MIX2)
+_U27, _U30, _U31 = np.uint64(27), np.uint64(30), np.uint64(31)
 
 
 def _mix_int(x: int) -> int:
@@ -42,13 +44,24 @@ def derive_key(*parts: int) -> int:
     return key
 
 
+def derive_keys(*parts: np.ndarray | int) -> np.ndarray:
+    """`derive_key` element-wise over arrays of parts (broadcast), as uint64."""
+    key = np.zeros(np.broadcast(*[np.asarray(p) for p in parts]).shape, dtype=np.uint64)
+    for part in parts:
+        key = mix64(key ^ np.asarray(part).astype(np.uint64))
+    return key
+
+
 def mix64(x: np.ndarray) -> np.ndarray:
-    """splitmix64's finaliser, element-wise on uint64 (wrapping arithmetic)."""
-    with np.errstate(over="ignore"):
-        x = x + np.uint64(_GOLDEN)
-        x = (x ^ (x >> np.uint64(30))) * np.uint64(_MIX1)
-        x = (x ^ (x >> np.uint64(27))) * np.uint64(_MIX2)
-        return x ^ (x >> np.uint64(31))
+    """splitmix64's finaliser, element-wise on uint64 arrays (wrapping arithmetic).
+
+    Arrays wrap silently; a 0-d input is promoted to 1-d so numpy never takes the scalar
+    path, which warns on overflow.
+    """
+    x = np.atleast_1d(x) + _U_GOLDEN
+    x = (x ^ (x >> _U30)) * _U_MIX1
+    x = (x ^ (x >> _U27)) * _U_MIX2
+    return x ^ (x >> _U31)
 
 
 def _half_bits(n: int) -> int:

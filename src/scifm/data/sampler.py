@@ -21,8 +21,8 @@ for validation; training never reads them.
 
 from __future__ import annotations
 
+import bisect
 from collections import OrderedDict
-from dataclasses import dataclass
 
 import numpy as np
 
@@ -30,20 +30,54 @@ from scifm.core.errors import ScifmError
 from scifm.data.blend import WeightTree
 from scifm.data.files import TokenFile
 from scifm.data.mixture import DataConfig, Mixture, open_mixture
-from scifm.data.permute import WindowShuffle, derive_key, keyed_permutation
+from scifm.data.permute import WindowShuffle, derive_key, derive_keys, keyed_permutation
 
 SAMPLE_TAG = 0x53414D50  # key domains, so sample and window shuffles never share keys
 WINDOW_TAG = 0x57494E44
 WindowKey = tuple[int, int, int, int]  # corpus, epoch, file, window
 
 
-@dataclass(frozen=True)
-class _Window:
-    """One shuffled window: per slot, the document's size and first token in its file."""
+class _WindowSlab:
+    """LRU cache of materialised windows, one row per window in three [capacity, W] arrays.
 
-    sizes: np.ndarray  # int64 [W], 0 for padding slots
-    sources: np.ndarray  # int64 [W]
-    ends: np.ndarray  # int64 [W]: cumulative sizes, the window-relative end of each slot
+    Row r holds, per slot of the shuffled window: the document's size, its first token in
+    its file, and the cumulative size (the window-relative end of the slot). Padding slots
+    (past a file's last document) have size 0. Rows are reused least-recently-used first.
+    """
+
+    def __init__(self, capacity: int, width: int) -> None:
+        self.sizes = np.zeros((capacity, width), dtype=np.int64)
+        self.sources = np.zeros((capacity, width), dtype=np.int64)
+        self.ends = np.zeros((capacity, width), dtype=np.int64)
+        self.rows: OrderedDict[WindowKey, int] = OrderedDict()
+        self.capacity = capacity
+        self._never_used = list(range(capacity - 1, -1, -1))
+
+    def lookup(self, keys: list[WindowKey]) -> tuple[np.ndarray, list[WindowKey]]:
+        """Rows of the cached keys (-1 where missing) and the distinct missing keys."""
+        rows = np.full(len(keys), -1, dtype=np.int64)
+        missing: dict[WindowKey, None] = {}
+        for i, key in enumerate(keys):
+            row = self.rows.get(key)
+            if row is None:
+                missing[key] = None
+            else:
+                self.rows.move_to_end(key)
+                rows[i] = row
+        return rows, list(missing)
+
+    def allocate(self, count: int, keep: set[int]) -> list[int]:
+        """`count` free rows, evicting least-recently-used windows not in `keep`."""
+        free = [self._never_used.pop() for _ in range(min(count, len(self._never_used)))]
+        if len(free) < count:
+            for key in list(self.rows):
+                if len(free) == count:
+                    break
+                if self.rows[key] not in keep:
+                    free.append(self.rows.pop(key))
+        if len(free) < count:
+            raise RuntimeError("window cache smaller than one batch of windows")
+        return free
 
 
 class BlendedSampler:
@@ -72,8 +106,7 @@ class BlendedSampler:
         self._train_docs = [self._split(c, valid_fraction) for c in range(len(self._files))]
         self._starts = [self._stream_starts(c) for c in range(len(self._files))]
         self.samples_per_epoch = np.asarray([self._epoch_size(c) for c in range(len(self._files))])
-        self._cache: OrderedDict[WindowKey, _Window] = OrderedDict()
-        self._cache_size = cache_windows
+        self._slab = _WindowSlab(max(cache_windows, 1), window_docs)
 
     @classmethod
     def from_config(cls, cfg: DataConfig, vocab_size: int | None = None) -> BlendedSampler:
@@ -144,38 +177,43 @@ class BlendedSampler:
 
     # ---- shuffled windows ---------------------------------------------------------------------
 
-    def _windows(self, keys: list[WindowKey]) -> list[_Window]:
-        """The windows for `keys`, materialising the missing ones in one vectorised pass."""
-        missing = list(dict.fromkeys(k for k in keys if k not in self._cache))
+    def _window_rows(self, keys: list[WindowKey]) -> np.ndarray:
+        """Slab rows holding the windows `keys`, materialising the missing ones in bulk."""
+        rows, missing = self._slab.lookup(keys)
         if missing:
-            self._materialise(missing)
-        found = []
-        for key in keys:
-            self._cache.move_to_end(key)
-            found.append(self._cache[key])
-        while len(self._cache) > max(self._cache_size, len(keys)):
-            self._cache.popitem(last=False)
-        return found
+            if len(missing) > self._slab.capacity:  # a huge batch: grow rather than thrash
+                self._slab = _WindowSlab(2 * len(missing), self.window_docs)
+                rows, missing = self._slab.lookup(keys)
+            fresh = self._slab.allocate(len(missing), keep=set(rows[rows >= 0].tolist()))
+            self._materialise(missing, fresh)
+            self._slab.rows.update(zip(missing, fresh, strict=True))
+            where = dict(zip(missing, fresh, strict=True))
+            rows = np.asarray([where.get(k, r) for k, r in zip(keys, rows.tolist(), strict=True)])
+        return rows
 
-    def _materialise(self, keys: list[WindowKey]) -> None:
+    def _materialise(self, keys: list[WindowKey], rows: list[int]) -> None:
         width = self.window_docs
         sizes = np.zeros((len(keys), width), dtype=np.int64)
         bases = np.empty(len(keys), dtype=np.int64)
-        shuffle_keys = np.empty(len(keys), dtype=np.uint64)
-        for row, (c, e, f, w) in enumerate(keys):
+        for i, (c, _, f, w) in enumerate(keys):
             token_file = self._files[c][f]
             lo = w * width
             hi = min(lo + width, self._train_docs[c][f])
-            sizes[row, : hi - lo] = token_file.sizes[lo:hi]
-            bases[row] = token_file.token_start(lo)
-            shuffle_keys[row] = derive_key(self.seed, WINDOW_TAG, c, e, f, w)
+            sizes[i, : hi - lo] = token_file.sizes[lo:hi]
+            bases[i] = token_file.window_starts(width, self._train_docs[c][f])[w]
+        parts = np.asarray(keys, dtype=np.int64).T
+        keys_u64 = derive_keys(self.seed, WINDOW_TAG, *parts)
         offsets = np.cumsum(sizes, axis=1) - sizes + bases[:, None]  # file token of each doc
-        orders = self._shuffle.orders(shuffle_keys)
+        orders = self._shuffle.orders(keys_u64)
         shuffled = np.take_along_axis(sizes, orders, axis=1)
-        sources = np.take_along_axis(offsets, orders, axis=1)
-        ends = np.cumsum(shuffled, axis=1)
-        for row, key in enumerate(keys):
-            self._cache[key] = _Window(shuffled[row], sources[row], ends[row])
+        slab = self._slab
+        slab.sizes[rows] = shuffled
+        slab.sources[rows] = np.take_along_axis(offsets, orders, axis=1)
+        slab.ends[rows] = np.cumsum(shuffled, axis=1)
+
+    def _next_key(self, key: WindowKey) -> WindowKey:
+        c, e, f, w = key
+        return (c, e, *self._next_window(c, f, w))
 
     def _next_window(self, c: int, f: int, w: int) -> tuple[int, int]:
         """The window after (file f, window w) in corpus c's stream."""
@@ -201,48 +239,83 @@ class BlendedSampler:
         corpus, epoch, sample = self.locate(numbers)
         length = self.seq_len + 1
         out = np.empty((len(numbers), length), dtype=np.int64)
-        starts = np.zeros((len(numbers), length), dtype=bool) if doc_starts else None
-        positions = sample * self.seq_len
-        places = self._places(corpus, epoch, positions)
-        windows = self._windows([key for key, _ in places])
-        for row, ((key, offset), window) in enumerate(zip(places, windows, strict=True)):
-            self._fill(out[row], None if starts is None else starts[row], key, window, offset)
+        starts = np.zeros((len(numbers), length), dtype=bool)
+        keys, offsets = self._places(corpus, epoch, sample * self.seq_len)
+        rows = self._window_rows(keys)
+        ends = self._slab.ends[rows]
+        first_slot = (ends <= offsets[:, None]).sum(axis=1)
+        last_slot = (ends < (offsets + length)[:, None]).sum(axis=1)
+        inside = last_slot < self.window_docs  # the sample ends inside its first window
+        self._copy_inside(out, starts, keys, rows, offsets, first_slot, last_slot, inside)
+        crossing = np.flatnonzero(~inside).tolist()
+        following = [self._next_key(keys[i]) for i in crossing]
+        self._window_rows([keys[i] for i in crossing] + following)  # materialised in bulk
+        for i in crossing:
+            self._fill_across(out[i], starts[i], keys[i], int(offsets[i]))
         self._check_vocab(out, numbers, corpus)
         return (out, starts) if doc_starts else out
 
-    def _places(self, corpus, epoch, positions) -> list[tuple[WindowKey, int]]:
-        """(window key, token offset inside the window's stream) of each sample's start."""
-        places = []
-        for c, e, position in zip(corpus.tolist(), epoch.tolist(), positions.tolist(), strict=True):
-            starts = self._starts[c]
-            f = int(np.searchsorted(starts, position, side="right")) - 1
-            token_file = self._files[c][f]
-            within = position - int(starts[f])
-            w = token_file.doc_at(within) // self.window_docs
-            base = token_file.token_start(w * self.window_docs)
-            places.append(((c, e, f, w), within - base))
-        return places
+    def _places(self, corpus, epoch, positions) -> tuple[list[WindowKey], np.ndarray]:
+        """Window key and token offset inside that window's stream, of each sample's start."""
+        keys, offsets = [], np.empty(len(positions), dtype=np.int64)
+        files_of = np.empty(len(positions), dtype=np.int64)
+        for c in np.unique(corpus).tolist():
+            rows = corpus == c
+            files_of[rows] = np.searchsorted(self._starts[c], positions[rows], side="right") - 1
+        for i, (c, e, f, position) in enumerate(
+            zip(corpus.tolist(), epoch.tolist(), files_of.tolist(), positions.tolist(), strict=True)
+        ):
+            within = position - int(self._starts[c][f])
+            bounds = self._files[c][f].window_starts(self.window_docs, self._train_docs[c][f])
+            w = bisect.bisect_right(bounds, within) - 1
+            keys.append((c, e, f, w))
+            offsets[i] = within - bounds[w]
+        return keys, offsets
 
-    def _fill(self, row, starts, key: WindowKey, window: _Window, offset: int) -> None:
+    def _copy_inside(self, out, starts, keys, rows, offsets, first_slot, last_slot, inside):
+        """Copy the samples that lie in one window: segments planned for all at once."""
+        slab, width, length = self._slab, self.window_docs, out.shape[1]
+        slots = np.arange(width)
+        used = (slots >= first_slot[:, None]) & (slots <= last_slot[:, None]) & inside[:, None]
+        used &= slab.sizes[rows] > 0
+        sample, slot = np.nonzero(used)
+        size = slab.sizes[rows[sample], slot]
+        source = slab.sources[rows[sample], slot]
+        begins = np.ones(len(sample), dtype=bool)
+        begins[1:] = sample[1:] != sample[:-1]
+        skip = np.where(begins, offsets[sample] - (slab.ends[rows[sample], slot] - size), 0)
+        take = size - skip
+        before = np.cumsum(take) - take
+        first_of = np.maximum.accumulate(np.where(begins, np.arange(len(sample)), 0))
+        dest = before - before[first_of]
+        take = np.minimum(take, length - dest)
+        starts[sample[skip == 0], dest[skip == 0]] = True
+        tokens = [self._files[k[0]][k[2]].tokens for k in keys]
+        for i, src, dst, n in zip(sample.tolist(), (source + skip).tolist(), dest.tolist(),
+                                  take.tolist(), strict=True):  # fmt: skip
+            out[i, dst : dst + n] = tokens[i][src : src + n]
+
+    def _fill_across(self, row, starts, key: WindowKey, offset: int) -> None:
+        """Copy one sample that runs past the end of its window (the uncommon, slow path)."""
         c, e, f, w = key
-        slot = int(np.searchsorted(window.ends, offset, side="right"))
-        skip = offset - (int(window.ends[slot]) - int(window.sizes[slot]))
+        slab_row = int(self._window_rows([key])[0])
+        slot = int(np.searchsorted(self._slab.ends[slab_row], offset, side="right"))
+        skip = offset - int(self._slab.ends[slab_row, slot] - self._slab.sizes[slab_row, slot])
         filled, length = 0, len(row)
         tokens = self._files[c][f].tokens
         while filled < length:
-            if slot == len(window.sizes):
+            if slot == self.window_docs:
                 f, w = self._next_window(c, f, w)
-                window = self._windows([(c, e, f, w)])[0]
+                slab_row = int(self._window_rows([(c, e, f, w)])[0])
                 tokens = self._files[c][f].tokens
                 slot = 0
                 continue
-            size = int(window.sizes[slot])
+            size = int(self._slab.sizes[slab_row, slot])
             take = min(size - skip, length - filled)
             if take > 0:
-                source = int(window.sources[slot]) + skip
+                source = int(self._slab.sources[slab_row, slot]) + skip
                 row[filled : filled + take] = tokens[source : source + take]
-                if starts is not None and skip == 0:
-                    starts[filled] = True
+                starts[filled] = skip == 0
                 filled += take
             slot, skip = slot + 1, 0
 
