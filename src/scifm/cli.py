@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import yaml
+from rich.table import Table
 
 from scifm.core.errors import ScifmError
 from scifm.core.logging import output, setup_logging
@@ -115,6 +116,35 @@ def cmd_inspect(args: argparse.Namespace, recipe: Recipe) -> None:
     output.print_json(json.dumps(info))
 
 
+def cmd_data(args: argparse.Namespace, recipe: Recipe) -> None:
+    from scifm.stages import inspect_mixture
+
+    if args.mixture:
+        recipe.data = recipe.data.model_copy(update={"mixture": args.mixture, "corpora": []})
+    if args.dry_run:
+        _print_yaml(recipe.sections("data"))
+        return
+    budget = args.tokens or recipe.train.max_tokens
+    if budget is None and recipe.train.max_steps is not None:
+        budget = recipe.train.max_steps * recipe.train.tokens_per_step(recipe.data.seq_len)
+    info = inspect_mixture(recipe.data, budget)
+    _print_mixture(info, budget)
+
+
+def _print_mixture(info: dict[str, Any], budget: int | None) -> None:
+    table = Table(title=f"mixture: {info['files']} files, {info['tokens']:,} tokens, "
+                  f"seq_len {info['seq_len']}")  # fmt: skip
+    columns = ["corpus", "files", "documents", "tokens", "weight", "samples_per_epoch"]
+    if budget is not None:
+        columns.append("epochs")
+        table.caption = f"epochs implied by a budget of {budget:,} tokens"
+    for column in columns:
+        table.add_column(column, justify="left" if column == "corpus" else "right")
+    for row in info["corpora"]:
+        table.add_row(*(f"{row[c]:,}" if isinstance(row[c], int) else str(row[c]) for c in columns))
+    output.print(table)
+
+
 def cmd_train(args: argparse.Namespace, recipe: Recipe) -> None:
     from scifm.model import flops_per_token
     from scifm.stages import count_params_on_meta
@@ -171,6 +201,10 @@ def build_parser() -> argparse.ArgumentParser:
     inspect = add("inspect", cmd_inspect, "show counts, dtype and a sample of PREFIX.bin/.idx")
     inspect.add_argument("prefix")
     inspect.add_argument("--tokenizer", help="tokenizer.json to decode the sample")
+    data = add("data", cmd_data, "inspect a data mixture (`data inspect [MIXTURE]`)")
+    data.add_argument("action", choices=["inspect"])
+    data.add_argument("mixture", nargs="?", help="mixture file (default: the recipe's data)")
+    data.add_argument("--tokens", type=int, help="token budget for the epochs column")
     train = add("train", cmd_train, "pretrain a model on the recipe's data mixture")
     train.add_argument("--out", help="run directory (overrides train.out_dir)")
     plot = add("plot", cmd_plot, "draw loss and throughput of RUN_DIR to PNG")

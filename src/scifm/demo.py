@@ -18,14 +18,15 @@ from typing import Any
 
 from rich.table import Table
 
-from scifm.core.io import sha256_file, write_json
+from scifm.core.io import sha256_file, write_json, write_text
 from scifm.core.logging import get_logger, output
 from scifm.curate.demo import build_demo_corpora
-from scifm.data.mixture import CorpusSource, DataConfig
+from scifm.data.mixture import DataConfig
 from scifm.model import ModelConfig
 from scifm.recipe import Recipe
 from scifm.stages import (
     generate_samples,
+    inspect_mixture,
     load_trained_model,
     tokenize_corpus,
     tokenizer_train,
@@ -44,6 +45,7 @@ class DemoPaths:
         self.corpora = out / "data" / "corpora"
         self.tokenizer = out / "data" / "tokenizer" / "tokenizer.json"
         self.tokens = out / "data" / "tokens"
+        self.mixture = out / "data" / "mixture.txt"
         self.stamps = out / ".stages"
 
     def prefix(self, corpus: str) -> Path:
@@ -83,13 +85,12 @@ def _data_stages(recipe: Recipe, paths: DemoPaths) -> list[str]:
 
 
 def demo_mixture(recipe: Recipe, paths: DemoPaths, names: list[str]) -> DataConfig:
-    """The data section pointing at the demo's token files, with the demo's weights."""
-    corpora = [
-        CorpusSource(name=n, prefixes=[str(paths.prefix(n))], weight=recipe.demo.weights[n])
-        for n in names
-        if recipe.demo.weights.get(n, 0) > 0
-    ]
-    update = {"corpora": [c.to_dict() for c in corpora], "tokenizer": str(paths.tokenizer)}
+    """Write the demo's mixture file (AuroraGPT form) and point the data section at it."""
+    lines = ["# weight prefix corpus (prefixes relative to this file)"]
+    lines += [f"{recipe.demo.weights[n]} tokens/{n} {n}" for n in names
+              if recipe.demo.weights.get(n, 0) > 0]  # fmt: skip
+    write_text(paths.mixture, "\n".join(lines) + "\n")
+    update = {"mixture": str(paths.mixture), "corpora": [], "tokenizer": str(paths.tokenizer)}
     return DataConfig.from_dict({**recipe.data.to_dict(), **update}, source="demo data")
 
 
@@ -110,13 +111,14 @@ def run_demo(recipe: Recipe, out: Path) -> dict[str, Any]:
     model = load_trained_model(out, model_cfg)
     samples = generate_samples(model, tokenizer, recipe.demo.prompts, recipe.demo.max_new_tokens)
     plot = plot_run(out)
-    report = _report(result, data_cfg, samples, plot)
+    mixture = inspect_mixture(data_cfg, result.tokens_seen)
+    report = _report(result, mixture, samples, plot)
     write_json(out / "report.json", report)
     _print_summary(report)
     return report
 
 
-def _report(result: TrainResult, data_cfg: DataConfig, samples: list, plot: Path) -> dict:
+def _report(result: TrainResult, mixture: dict, samples: list, plot: Path) -> dict:
     return {
         "first_loss": round(result.first_loss, 4),
         "last_loss": round(result.last_loss, 4),
@@ -126,7 +128,10 @@ def _report(result: TrainResult, data_cfg: DataConfig, samples: list, plot: Path
         "steps": result.steps,
         "tokens_seen": result.tokens_seen,
         "train_seconds": round(result.elapsed_s, 1),
-        "mixture": {c.name: c.weight for c in data_cfg.corpora},
+        "mixture": {
+            row["corpus"]: {k: row[k] for k in ("weight", "tokens", "epochs")}
+            for row in mixture["corpora"]
+        },
         "checkpoint": str(result.checkpoint),
         "loss_plot": str(plot),
         "samples": samples,
@@ -141,5 +146,11 @@ def _print_summary(report: dict[str, Any]) -> None:
                 "tokens_per_s", "train_seconds", "checkpoint", "loss_plot"):  # fmt: skip
         table.add_row(key, str(report[key]))
     output.print(table)
+    mixture = Table(title="data mixture (implicit blended sampler)")
+    for column in ("corpus", "weight", "tokens", "epochs seen"):
+        mixture.add_column(column, justify="left" if column == "corpus" else "right")
+    for name, row in report["mixture"].items():
+        mixture.add_row(name, str(row["weight"]), f"{row['tokens']:,}", str(row["epochs"]))
+    output.print(mixture)
     for sample in report["samples"]:
         output.print(f"{sample['prompt']} -> {sample['completion']!r}", markup=False)

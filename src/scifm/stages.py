@@ -18,6 +18,8 @@ from scifm.checkpoint import latest_checkpoint, load_checkpoint
 from scifm.core.errors import ScifmError
 from scifm.core.progress import track
 from scifm.curate.jsonl import list_corpus_files, read_documents
+from scifm.data import BlendedSampler, DataConfig
+from scifm.data.mixture import mixture_table
 from scifm.model import ModelConfig, build_model, count_params
 from scifm.model.generate import greedy_generate
 from scifm.model.llama import Llama, num_params
@@ -121,3 +123,21 @@ def generate_samples(
             samples.append({"prompt": prompt, "completion": tokenizer.decode(new)})
             bar.advance(1)
     return samples
+
+
+def inspect_mixture(cfg: DataConfig, token_budget: int | None = None) -> dict[str, Any]:
+    """The mixture as rows (corpus, files, documents, tokens, weight, epochs) and totals."""
+    sampler = BlendedSampler.from_config(cfg)  # validates every file and the corpus sizes
+    rows = mixture_table(sampler.mixture, token_budget)
+    for row, samples in zip(rows, sampler.samples_per_epoch.tolist(), strict=True):
+        row["samples_per_epoch"] = samples
+    return {
+        "corpora": rows,
+        "files": sum(r["files"] for r in rows),
+        "documents": sum(r["documents"] for r in rows),
+        "tokens": sum(r["tokens"] for r in rows),
+        "dtype": str(sampler.mixture.dtype),
+        "tokenizer_sha256": sampler.mixture.tokenizer_sha256,
+        "seq_len": cfg.seq_len,
+        "blend_error_bound": round(sampler.tree.bound, 3),
+    }

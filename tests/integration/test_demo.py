@@ -89,6 +89,49 @@ def test_train_command_on_demo_tokens_and_a_changed_run_refuses(demo_run, tmp_pa
     assert main([*argv, "model.num_layers=1"]) == 2
 
 
+def test_demo_uses_its_mixture_file_and_reports_epochs(demo_run: Path) -> None:
+    lines = (demo_run / "data" / "mixture.txt").read_text().splitlines()
+    assert lines[1:] == ["0.4 tokens/math math", "0.4 tokens/scicomp scicomp",
+                         "0.2 tokens/python python"]  # fmt: skip
+    mixture = json.loads((demo_run / "report.json").read_text())["mixture"]
+    assert [round(m["weight"], 3) for m in mixture.values()] == [0.4, 0.4, 0.2]
+    assert all(m["epochs"] > 0 for m in mixture.values())
+
+
+def test_data_inspect_and_train_read_a_mixture_file(demo_run: Path, tmp_path, capsys) -> None:
+    mixture = str(demo_run / "data" / "mixture.txt")
+    assert main(["data", "inspect", mixture, "--tokens", "1000000", "data.seq_len=64"]) == 0
+    table = capsys.readouterr().out
+    assert "math" in table and "epochs" in table and "samples_per_epoch" in table
+    argv = ["train", "--out", str(tmp_path / "m"), f"data.mixture={mixture}",
+            "data.seq_len=32", "model.vocab_size=512", "train.max_steps=2",
+            "train.micro_batch_size=2"]  # fmt: skip
+    assert main(argv) == 0
+
+
+def test_broken_mixtures_fail_before_training(demo_run: Path, tmp_path, capsys) -> None:
+    tokens = demo_run / "data" / "tokens"
+    bad = tmp_path / "bad.txt"
+    bad.write_text(f"0 {tokens}/math math\n")
+    assert main(["data", "inspect", str(bad)]) == 2
+    assert "must be positive" in capsys.readouterr().err
+    cut = tmp_path / "cut"
+    for suffix in (".bin", ".idx"):
+        (cut.parent / f"cut{suffix}").write_bytes((tokens / f"math{suffix}").read_bytes())
+    with open(f"{cut}.bin", "r+b") as handle:
+        handle.truncate(1000)
+    bad.write_text(f"1 {cut} math\n")
+    assert main(["train", "--out", str(tmp_path / "x"), f"data.mixture={bad}",
+                 "model.vocab_size=512"]) == 2  # fmt: skip
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and "cut.bin: truncated" in err and "Traceback" not in err
+    assert not (tmp_path / "x" / "checkpoints").exists()
+    bad.write_text(f"1 {tokens}/math math\n")
+    assert main(["train", "--out", str(tmp_path / "y"), f"data.mixture={bad}", "data.seq_len=32",
+                 "model.vocab_size=100", "train.max_steps=1"]) == 2  # fmt: skip
+    assert "vocabulary" in capsys.readouterr().err
+
+
 def test_stage_by_stage_commands_as_in_readme(tmp_path, capsys) -> None:
     root = tmp_path / "d"
     small = ["corpus.max_bytes_per_corpus=60000", "tokenizer.vocab_size=400"]
@@ -114,6 +157,7 @@ def test_stage_by_stage_commands_as_in_readme(tmp_path, capsys) -> None:
         ["tokenize", "IN", "--tokenizer", "t.json", "--out", "OUT/p", "--dry-run"],
         ["demo", "--out", "OUT", "--dry-run"],
         ["train", "--out", "OUT", "--dry-run"],
+        ["data", "inspect", "OUT/m.txt", "--dry-run"],
     ],
 )
 def test_dry_run_prints_config_and_writes_nothing(tmp_path, capsys, argv) -> None:
