@@ -343,3 +343,11 @@ class BlendedSampler:
             start = token_file.token_start(train)
             parts.append(np.asarray(token_file.tokens[start : token_file.meta.num_tokens]))
         return np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, np.int64)
+
+    def heldout_samples(self, corpus: int, limit: int | None = None) -> np.ndarray:
+        """Held-out documents packed like training samples, in order: int64 [k, seq_len + 1]."""
+        tokens = self.heldout_tokens(corpus)
+        count = max(0, (len(tokens) - 1) // self.seq_len)
+        count = count if limit is None else min(count, limit)
+        rows = np.arange(count)[:, None] * self.seq_len + np.arange(self.seq_len + 1)
+        return tokens[rows]

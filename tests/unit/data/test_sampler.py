@@ -91,6 +91,10 @@ def test_heldout_documents_are_never_trained_on(tmp_path) -> None:
     reference = ReferenceSampler(list(corpora.values()), (1,), 16, 7, 8, 0.2)
     assert len(reference.stream(0, 0)) + len(heldout) == total
     assert trained.max() < 1000 and len(trained)
+    packed = sampler.heldout_samples(0)
+    assert packed.shape == ((len(heldout) - 1) // 16, 17)
+    assert np.array_equal(packed[1], heldout[16:33])
+    assert len(sampler.heldout_samples(0, limit=2)) == 2
 
 
 def test_token_beyond_the_vocabulary_is_an_error_naming_the_corpus(corpora) -> None:
