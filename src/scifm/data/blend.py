@@ -19,8 +19,8 @@ compared and the best kept. `WeightTree.bound` reports it. The bound assumes eve
 goes the worst way at once; measured, a Dolma-like 14-corpus mixture stays within 1.1 samples
 in every prefix and 1.4 in every global batch of 768 (Megatron's greedy: ~1.3). A search over
 2,000 generated mixtures in which every corpus has at least one sample per global batch found
-at most 1.86; corpora rarer than that can reach ~2.2 in a batch (a closed form cannot match
-the greedy's < 1 prefix error for three or more corpora: trees accumulate rounding).
+at most 1.86; corpora rarer than that can reach ~2.2 in a batch, because the roundings of
+the splits above a corpus add up along its path (Megatron's sequential greedy stays below 1).
 """
 
 from __future__ import annotations
