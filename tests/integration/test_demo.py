@@ -126,6 +126,23 @@ def test_broken_mixtures_fail_before_training(demo_run: Path, tmp_path, capsys) 
     err = capsys.readouterr().err
     assert err.startswith("error:") and "cut.bin: truncated" in err and "Traceback" not in err
     assert not (tmp_path / "x" / "checkpoints").exists()
+    magic = tmp_path / "magic"
+    (tmp_path / "magic.bin").write_bytes((tokens / "math.bin").read_bytes())
+    (tmp_path / "magic.idx").write_bytes(b"GARBAGE!!" + (tokens / "math.idx").read_bytes()[9:])
+    empty = tmp_path / "empty"
+    (tmp_path / "empty.bin").write_bytes(b"")
+    (tmp_path / "empty.idx").write_bytes((tokens / "math.idx").read_bytes()[:9] +
+                                         bytes([1, 0, 0, 0, 0, 0, 0, 0, 8]) + bytes(8) +
+                                         bytes([1] + [0] * 7) + bytes(8))  # fmt: skip
+    for text, message in [
+        (f"1 {magic} math\n", "bad magic"),
+        (f"1 {empty} math\n", "'math' is empty"),
+        (f"0 {tokens}/math 0 {tokens}/python\n", "must be positive"),
+    ]:
+        bad.write_text(text)
+        assert main(["data", "inspect", str(bad)]) == 2
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1, err
     bad.write_text(f"1 {tokens}/math math\n")
     assert main(["train", "--out", str(tmp_path / "y"), f"data.mixture={bad}", "data.seq_len=32",
                  "model.vocab_size=100", "train.max_steps=1"]) == 2  # fmt: skip
