@@ -25,6 +25,7 @@ from scifm.core.errors import ScifmError
 from scifm.tokens.format import DTYPE_CODES, HEADER, HEADER_SIZE, MAGIC, VERSION, prefix_paths
 
 _TOKENIZE_HINT = "re-run `scifm tokenize` for it"
+STARTS_CHUNK_BYTES = 1 << 26  # pointer bytes read per pread when listing window starts
 
 
 @dataclass(frozen=True)
@@ -139,15 +140,34 @@ class TokenFile:
     def window_starts(self, window: int, docs: int) -> list[int]:
         """Token offset of every `window`-th document among the first `docs` (cached).
 
-        A plain list: `bisect` on it is far cheaper than `searchsorted` on the unaligned
-        memory-mapped pointers (numpy copies an unaligned array before searching it).
+        Read with sequential `pread`s of the pointer array on the file's first use: one
+        pass at disk speed, nothing left mapped (so no resident pages), and a plain list
+        that `bisect` searches in a fraction of a microsecond.
         """
         key = (window, docs)
         cache = self.__dict__.setdefault("_window_starts", {})
         if key not in cache:
-            pointers = np.asarray(self.byte_pointers[:docs:window], dtype=np.int64)
-            cache[key] = (pointers // self.meta.dtype.itemsize).tolist()
+            cache[key] = self._read_window_starts(window, docs)
         return cache[key]
+
+    def _read_window_starts(self, window: int, docs: int) -> list[int]:
+        chunk_docs = max(window, (STARTS_CHUNK_BYTES // 8) // window * window)
+        first_pointer = HEADER_SIZE + 4 * self.meta.num_docs
+        starts: list[int] = []
+        with open(self.meta.idx_path, "rb") as handle:
+            for lo in range(0, docs, chunk_docs):
+                count = min(chunk_docs, docs - lo)
+                raw = _read_at(handle, first_pointer + 8 * lo, 8 * count, self.meta.idx_path)
+                pointers = np.frombuffer(raw, "<i8")[::window]
+                starts += (pointers // self.meta.dtype.itemsize).tolist()
+        return starts
+
+    def release(self) -> None:
+        """Unmap the pages read so far (they stay in the page cache): bounds resident memory."""
+        for name in ("_index", "_bin"):
+            mapped = self.__dict__.get(name)
+            if isinstance(mapped, mmap.mmap) and hasattr(mapped, "madvise"):
+                mapped.madvise(mmap.MADV_DONTNEED)
 
     def doc_at(self, token: int) -> int:
         """The document containing token offset `token` (the last one starting at or before)."""
@@ -155,5 +175,9 @@ class TokenFile:
         return int(np.searchsorted(self.byte_pointers, byte, side="right")) - 1
 
     @cached_property
+    def _bin(self) -> mmap.mmap | bytes:
+        return _map(self.meta.bin_path)
+
+    @cached_property
     def tokens(self) -> np.ndarray:
-        return np.frombuffer(_map(self.meta.bin_path), self.meta.dtype.newbyteorder("<"))
+        return np.frombuffer(self._bin, self.meta.dtype.newbyteorder("<"))

@@ -64,35 +64,45 @@ def mix64(x: np.ndarray) -> np.ndarray:
     return x ^ (x >> _U31)
 
 
-def _half_bits(n: int) -> int:
-    """Bits of each Feistel half: the smallest k with 4**k >= n (at least 1)."""
-    bits = max(1, (n - 1).bit_length())
-    return (bits + 1) // 2
+def _half_bits(n: np.ndarray) -> np.ndarray:
+    """Bits of each Feistel half: the smallest k with 4**k >= n (at least 1), element-wise."""
+    bits = np.ceil(np.log2(np.maximum(n, 2))).astype(np.int64)
+    bits += (np.left_shift(1, bits) < n).astype(np.int64)  # guard float rounding of log2
+    return np.maximum(1, (bits + 1) // 2)
 
 
-def _feistel(x: np.ndarray, half: int, round_keys: list[np.uint64]) -> np.ndarray:
-    mask = np.uint64((1 << half) - 1)
-    shift = np.uint64(half)
-    left, right = x >> shift, x & mask
+def _feistel(x: np.ndarray, half: np.ndarray, round_keys: list[np.ndarray]) -> np.ndarray:
+    mask = (np.uint64(1) << half) - np.uint64(1)
+    left, right = x >> half, x & mask
     for key in round_keys:
         left, right = right, left ^ (mix64(right ^ key) & mask)
-    return (left << shift) | right
+    return (left << half) | right
 
 
-def keyed_permutation(x: np.ndarray | int, n: int, key: int) -> np.ndarray:
-    """The image of positions `x` (each in [0, n)) under the permutation of [0, n) for `key`."""
-    if n <= 0:
-        raise ValueError(f"permutation domain must be positive, got {n}")
+def keyed_permutation(
+    x: np.ndarray | int, n: np.ndarray | int, key: np.ndarray | int
+) -> np.ndarray:
+    """The image of positions `x` (each in [0, n)) under the permutation of [0, n) for `key`.
+
+    `n` and `key` may be arrays (one per element of x): many permutations in one pass.
+    """
     values = np.atleast_1d(np.asarray(x, dtype=np.int64))
-    if values.size and (values.min() < 0 or values.max() >= n):
-        raise ValueError(f"positions must lie in [0, {n})")
-    half = _half_bits(n)
-    round_keys = [np.uint64(derive_key(key, r)) for r in range(FEISTEL_ROUNDS)]
+    sizes = np.broadcast_to(np.asarray(n, dtype=np.int64), values.shape)
+    if values.size == 0:
+        return values.copy()
+    if sizes.min() <= 0:
+        raise ValueError("permutation domains must be positive")
+    if values.min() < 0 or np.any(values >= sizes):
+        raise ValueError("positions must lie in [0, n)")
+    keys = np.broadcast_to(np.asarray(key, dtype=np.uint64), values.shape)
+    half = _half_bits(sizes).astype(np.uint64)
+    round_keys = [derive_keys(keys, r) for r in range(FEISTEL_ROUNDS)]
+    limit = sizes.astype(np.uint64)
     out = _feistel(values.astype(np.uint64), half, round_keys)
-    outside = out >= np.uint64(n)
-    while outside.any():  # cycle walking: at most a few rounds, since 4**half < 4n
-        out[outside] = _feistel(out[outside], half, round_keys)
-        outside = out >= np.uint64(n)
+    outside = np.flatnonzero(out >= limit)
+    while outside.size:  # cycle walking: a few rounds at most, since 4**half < 4n
+        out[outside] = _feistel(out[outside], half[outside], [k[outside] for k in round_keys])
+        outside = outside[out[outside] >= limit[outside]]
     return out.astype(np.int64)
 
 

@@ -30,11 +30,12 @@ from scifm.core.errors import ScifmError
 from scifm.data.blend import WeightTree
 from scifm.data.files import TokenFile
 from scifm.data.mixture import DataConfig, Mixture, open_mixture
-from scifm.data.permute import WindowShuffle, derive_key, derive_keys, keyed_permutation
+from scifm.data.permute import WindowShuffle, derive_keys, keyed_permutation
 
 SAMPLE_TAG = 0x53414D50  # key domains, so sample and window shuffles never share keys
 WINDOW_TAG = 0x57494E44
 WindowKey = tuple[int, int, int, int]  # corpus, epoch, file, window
+RELEASE_SAMPLES = 4096
 
 
 class _WindowSlab:
@@ -107,6 +108,7 @@ class BlendedSampler:
         self._starts = [self._stream_starts(c) for c in range(len(self._files))]
         self.samples_per_epoch = np.asarray([self._epoch_size(c) for c in range(len(self._files))])
         self._slab = _WindowSlab(max(cache_windows, 1), window_docs)
+        self._read_since_release = 0
 
     @classmethod
     def from_config(cls, cfg: DataConfig, vocab_size: int | None = None) -> BlendedSampler:
@@ -166,14 +168,8 @@ class BlendedSampler:
         corpus, index = self.tree.route(n)
         per_epoch = self.samples_per_epoch[corpus]
         epoch, within = np.divmod(index, per_epoch)
-        sample = np.empty_like(within)
-        groups = corpus * (1 << 32) + epoch
-        for group in np.unique(groups):
-            rows = groups == group
-            c, e = divmod(int(group), 1 << 32)
-            key = derive_key(self.seed, SAMPLE_TAG, c, e)
-            sample[rows] = keyed_permutation(within[rows], int(self.samples_per_epoch[c]), key)
-        return corpus, epoch, sample
+        keys = derive_keys(self.seed, SAMPLE_TAG, corpus, epoch)
+        return corpus, epoch, keyed_permutation(within, per_epoch, keys)
 
     # ---- shuffled windows ---------------------------------------------------------------------
 
@@ -253,7 +249,21 @@ class BlendedSampler:
         for i in crossing:
             self._fill_across(out[i], starts[i], keys[i], int(offsets[i]))
         self._check_vocab(out, numbers, corpus)
+        self._bound_resident_pages(out.shape[0])
         return (out, starts) if doc_starts else out
+
+    def _bound_resident_pages(self, samples: int) -> None:
+        """Every RELEASE_SAMPLES samples, unmap the pages read (they stay in the page cache).
+
+        Mapped file pages count as the process's resident memory; without this, a long run
+        over terabytes of tokens would show the page cache it touched as its own RSS.
+        """
+        self._read_since_release += samples
+        if self._read_since_release >= RELEASE_SAMPLES:
+            for files in self._files:
+                for token_file in files:
+                    token_file.release()
+            self._read_since_release = 0
 
     def _places(self, corpus, epoch, positions) -> tuple[list[WindowKey], np.ndarray]:
         """Window key and token offset inside that window's stream, of each sample's start."""
@@ -290,10 +300,12 @@ class BlendedSampler:
         dest = before - before[first_of]
         take = np.minimum(take, length - dest)
         starts[sample[skip == 0], dest[skip == 0]] = True
+        flat = out.reshape(-1)
         tokens = [self._files[k[0]][k[2]].tokens for k in keys]
-        for i, src, dst, n in zip(sample.tolist(), (source + skip).tolist(), dest.tolist(),
+        targets = (sample * length + dest).tolist()
+        for i, src, dst, n in zip(sample.tolist(), (source + skip).tolist(), targets,
                                   take.tolist(), strict=True):  # fmt: skip
-            out[i, dst : dst + n] = tokens[i][src : src + n]
+            flat[dst : dst + n] = tokens[i][src : src + n]
 
     def _fill_across(self, row, starts, key: WindowKey, offset: int) -> None:
         """Copy one sample that runs past the end of its window (the uncommon, slow path)."""
