@@ -256,6 +256,12 @@ def measure(args: argparse.Namespace) -> dict:
             anon.append(_rss_parts_mb()["RssAnon"])
             if tokens.shape != (batch, seq_len + 1):
                 raise SystemExit(f"batch({b * batch}, {batch}) gave shape {tokens.shape}")
+    index_times = []  # the index alone (no token reads), at batches not read above
+    for b in positions[:-1] + 1:
+        numbers = np.arange(int(b) * batch, (int(b) + 1) * batch, dtype=np.int64)
+        t = time.perf_counter()
+        sampler.index(numbers)
+        index_times.append(time.perf_counter() - t)
     if profiler is not None:
         profiler.disable()
         _print_profile(profiler)
@@ -266,6 +272,7 @@ def measure(args: argparse.Namespace) -> dict:
         "first_batch_ms": round(first_batch_ms, 2),
         "batch_ms": _stats_ms(times[0]),
         "batch_ms_steady": _stats_ms(times[1]),
+        "index_ms": _stats_ms(index_times),
         "peak_rss_mb": _peak_rss_mb(),
         "rss_end_mb": _rss_parts_mb(),
         "peak_rss_anon_mb": max(anon),
@@ -496,6 +503,8 @@ def main() -> None:
         "batch_ms_mean": warm["batch_ms"]["mean"],
         "batch_ms_stats": warm["batch_ms"],
         "batch_ms_steady": warm["batch_ms_steady"],
+        "index_ms": warm["index_ms"]["median"],
+        "index_ms_stats": warm["index_ms"],
         "warm_method": "every .idx read once before the child",
         "bytes_written": cold["write_bytes"] + warm["write_bytes"],
         "bytes_written_after_import": cold["write_bytes_after_import"]

@@ -35,7 +35,7 @@ from scifm.data.permute import WindowShuffle, derive_keys, keyed_permutation
 SAMPLE_TAG = 0x53414D50  # key domains, so sample and window shuffles never share keys
 WINDOW_TAG = 0x57494E44
 WindowKey = tuple[int, int, int, int]  # corpus, epoch, file, window
-RELEASE_SAMPLES = 4096
+RELEASE_SAMPLES = 2048
 
 
 class _WindowSlab:
@@ -109,6 +109,7 @@ class BlendedSampler:
         self.samples_per_epoch = np.asarray([self._epoch_size(c) for c in range(len(self._files))])
         self._slab = _WindowSlab(max(cache_windows, 1), window_docs)
         self._read_since_release = 0
+        self._touched: set[tuple[int, int]] = set()
 
     @classmethod
     def from_config(cls, cfg: DataConfig, vocab_size: int | None = None) -> BlendedSampler:
@@ -231,13 +232,21 @@ class BlendedSampler:
         numbers = np.arange(first, first + count, dtype=np.int64)
         return self.samples(numbers, doc_starts)
 
-    def samples(self, numbers: np.ndarray, doc_starts: bool = False):
+    def index(
+        self, numbers: np.ndarray
+    ) -> tuple[np.ndarray, list[WindowKey], np.ndarray, np.ndarray]:
+        """Everything about samples `numbers` but their tokens: (corpus, window key, offset in
+        the window, cache row) of each. This is the work Megatron precomputes and stores."""
         corpus, epoch, sample = self.locate(numbers)
+        keys, offsets = self._places(corpus, epoch, sample * self.seq_len)
+        return corpus, keys, offsets, self._window_rows(keys)
+
+    def samples(self, numbers: np.ndarray, doc_starts: bool = False):
         length = self.seq_len + 1
         out = np.empty((len(numbers), length), dtype=np.int64)
         starts = np.zeros((len(numbers), length), dtype=bool)
-        keys, offsets = self._places(corpus, epoch, sample * self.seq_len)
-        rows = self._window_rows(keys)
+        corpus, keys, offsets, rows = self.index(numbers)
+        self._touched.update((c, f) for c, _, f, _ in keys)
         ends = self._slab.ends[rows]
         first_slot = (ends <= offsets[:, None]).sum(axis=1)
         last_slot = (ends < (offsets + length)[:, None]).sum(axis=1)
@@ -260,9 +269,9 @@ class BlendedSampler:
         """
         self._read_since_release += samples
         if self._read_since_release >= RELEASE_SAMPLES:
-            for files in self._files:
-                for token_file in files:
-                    token_file.release()
+            for c, f in self._touched:
+                self._files[c][f].release()
+            self._touched.clear()
             self._read_since_release = 0
 
     def _places(self, corpus, epoch, positions) -> tuple[list[WindowKey], np.ndarray]:
@@ -318,6 +327,7 @@ class BlendedSampler:
         while filled < length:
             if slot == self.window_docs:
                 f, w = self._next_window(c, f, w)
+                self._touched.add((c, f))
                 slab_row = int(self._window_rows([(c, e, f, w)])[0])
                 tokens = self._files[c][f].tokens
                 slot = 0
