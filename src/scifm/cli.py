@@ -13,14 +13,18 @@ import re
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import yaml
 from rich.table import Table
 
 from scifm.core.errors import ScifmError
 from scifm.core.logging import output, setup_logging
-from scifm.recipe import Recipe
+
+if TYPE_CHECKING:
+    # Imported when a command runs: `scifm.cli` stays light (no torch), because the worker
+    # processes of `scifm tokenize` re-import the main module when they start.
+    from scifm.recipe import Recipe
 
 _OVERRIDE = re.compile(r"^[A-Za-z_]\w*(\.\w+)+=")
 
@@ -61,6 +65,8 @@ def _common(parser: argparse.ArgumentParser) -> None:
 
 
 def _load(args: argparse.Namespace, overrides: list[str]) -> Recipe:
+    from scifm.recipe import Recipe
+
     return Recipe.from_yaml(args.config, overrides)
 
 
@@ -96,13 +102,15 @@ def cmd_tokenizer(args: argparse.Namespace, recipe: Recipe) -> None:
 
 
 def cmd_tokenize(args: argparse.Namespace, recipe: Recipe) -> None:
+    from scifm.core.dist import detect_launch
     from scifm.stages import tokenize_corpus
 
     if args.dry_run:
         _print_yaml(recipe.sections("tokenize"))
         return
     stats = tokenize_corpus(recipe.tokenize, args.inputs, Path(args.tokenizer), Path(args.out))
-    output.print_json(json.dumps(stats, default=str))
+    if detect_launch().rank == 0:  # every rank returns the same stats; print them once
+        output.print_json(json.dumps(stats, default=str))
 
 
 def cmd_inspect(args: argparse.Namespace, recipe: Recipe) -> None:
@@ -195,7 +203,9 @@ def build_parser() -> argparse.ArgumentParser:
     tok.add_argument("inputs", nargs="+", help="JSONL files or directories of shards")
     tok.add_argument("--out", required=True, help="tokenizer.json to write")
     tokenize = add("tokenize", cmd_tokenize, "tokenize one corpus into PREFIX.bin/.idx")
-    tokenize.add_argument("inputs", nargs="+", help="JSONL files or directories of shards")
+    tokenize.add_argument(
+        "inputs", nargs="+", help=".jsonl/.txt (.gz, .zst) or .parquet files, or directories"
+    )
     tokenize.add_argument("--tokenizer", required=True, help="tokenizer.json")
     tokenize.add_argument("--out", required=True, help="output prefix (no .bin/.idx)")
     inspect = add("inspect", cmd_inspect, "show counts, dtype and a sample of PREFIX.bin/.idx")

@@ -24,8 +24,9 @@ from scifm.model import ModelConfig, build_model, count_params
 from scifm.model.generate import greedy_generate
 from scifm.model.llama import Llama, num_params
 from scifm.tokens.format import IndexedTokens
+from scifm.tokens.pipeline import tokenize_files
 from scifm.tokens.tokenizer import Tokenizer, TokenizerConfig, train_tokenizer
-from scifm.tokens.writer import TokenizeConfig, tokenize_texts, write_manifest
+from scifm.tokens.writer import TokenizeConfig
 
 
 def _texts(paths: Sequence[Path], text_field: str = "text") -> Iterator[str]:
@@ -50,18 +51,12 @@ def tokenizer_train(cfg: TokenizerConfig, inputs: Sequence[str | Path], out: Pat
 def tokenize_corpus(
     cfg: TokenizeConfig, inputs: Sequence[str | Path], tokenizer_path: Path, prefix: Path
 ) -> dict[str, Any]:
-    """Tokenize one corpus (its JSONL files) -> PREFIX.bin, PREFIX.idx, PREFIX.manifest.json."""
-    files = corpus_files(inputs)
-    tokenizer = Tokenizer.load(tokenizer_path)
-    if prefix.is_dir():
-        raise ScifmError(f"--out {prefix} is a directory; give a prefix such as {prefix}/corpus")
-    prefix.parent.mkdir(parents=True, exist_ok=True)
-    texts = _texts(files, cfg.text_field)
-    stats = tokenize_texts(
-        texts, tokenizer, prefix, append_eod=cfg.append_eod, batch_size=cfg.batch_size
-    )
-    write_manifest(prefix, stats, tokenizer, files)
-    return stats
+    """Tokenize one corpus -> PREFIX.bin/.idx/.rejects.jsonl/.manifest.json; returns the stats.
+
+    Inputs are JSONL, text or Parquet files (or directories of them); the work is sharded over
+    `cfg.workers` processes and any launcher's ranks, and resumes after an interruption.
+    """
+    return tokenize_files(cfg, inputs, tokenizer_path, prefix)
 
 
 def inspect_tokens(prefix: str, tokenizer_path: Path | None = None) -> dict[str, Any]:

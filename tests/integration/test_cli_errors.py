@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -64,24 +65,39 @@ def test_unknown_demo_corpus(capsys, tmp_path) -> None:
     assert not out.exists()
 
 
-@pytest.mark.parametrize(
-    ("content", "expected"),
-    [
-        (b'{"text": "fine"}\n\n{"text": "after"}\n', ":2:"),
-        (b'{"text": "fine"}\n{"text": "caf\xe9 broken"}\n', "UTF-8"),
-        (b'{"text": "fine"}\n{"text": \n', ":2:"),
-    ],
-)
-def test_corpus_with_bad_lines_writes_nothing(capsys, tmp_path, content, expected) -> None:
+def test_tokenize_rejects_bad_records_and_goes_on(capsys, tmp_path) -> None:
     tokenizer = _tiny_tokenizer(tmp_path)
     corpus = tmp_path / "c.jsonl"
-    corpus.write_bytes(content)
+    corpus.write_bytes(b'{"text": "fine"}\n\n{"text": "caf\xe9"}\n{"text": \n{"text": "ok"}\n')
+    prefix = tmp_path / "tokens" / "c"
+    argv = ["tokenize", str(corpus), "--tokenizer", str(tokenizer), "--out", str(prefix)]
+    assert main(argv) == 0
+    stats = json.loads(capsys.readouterr().out)
+    assert stats["documents"] == 2 and stats["rejected"] == 3
+    assert stats["rejects"] == {"blank_line": 1, "invalid_utf8": 1, "malformed_json": 1}
+    rejects = (tmp_path / "tokens" / "c.rejects.jsonl").read_text().splitlines()
+    assert [json.loads(r)["line"] for r in rejects] == [2, 3, 4]
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "expected"),
+    [
+        ("c.csv", b"text\nhello\n", "unsupported input file type"),
+        ("missing.jsonl", None, "input not found"),
+        ("c.jsonl", b"\n[1]\n", "no valid document"),
+    ],
+)
+def test_tokenize_bad_input_writes_nothing(capsys, tmp_path, name, content, expected) -> None:
+    tokenizer = _tiny_tokenizer(tmp_path)
+    corpus = tmp_path / name
+    if content is not None:
+        corpus.write_bytes(content)
     prefix = tmp_path / "tokens" / "c"
     argv = ["tokenize", str(corpus), "--tokenizer", str(tokenizer), "--out", str(prefix)]
     line = _fails_cleanly(capsys, argv, expected)
-    assert "c.jsonl" in line
-    leftovers = list((tmp_path / "tokens").glob("*")) if (tmp_path / "tokens").exists() else []
-    assert leftovers == []
+    assert name in line or "c.rejects.jsonl" in line
+    leftovers = sorted(p.name for p in prefix.parent.glob("*")) if prefix.parent.exists() else []
+    assert leftovers == (["c.rejects.jsonl"] if expected == "no valid document" else [])
 
 
 def _tiny_tokenizer(tmp_path: Path) -> Path:

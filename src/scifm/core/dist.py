@@ -20,11 +20,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-
-import torch
-import torch.distributed as dist
+from typing import TYPE_CHECKING
 
 from scifm.core.errors import ScifmError
+
+if TYPE_CHECKING:
+    import torch
+
+# torch is imported inside the functions that need it: `detect_launch` (used by logging and
+# progress bars everywhere) stays importable without torch, so light processes such as the
+# tokenize workers start in a fraction of a second.
 
 # (launcher, rank, world size, local rank, local world size); first whose rank and size are set.
 _LAUNCHER_VARS = (
@@ -103,6 +108,8 @@ def detect_launch(env: Mapping[str, str] | None = None) -> LaunchInfo:
 
 def device_type() -> str:
     """The accelerator type this process should use: cuda, xpu or cpu."""
+    import torch
+
     if torch.cuda.is_available():
         return "cuda"
     if hasattr(torch, "xpu") and torch.xpu.is_available():
@@ -120,6 +127,8 @@ def backend_for(device: str) -> str:
 
 def local_device(info: LaunchInfo, kind: str | None = None) -> torch.device:
     """This rank's device: the local_rank-th accelerator, or the CPU."""
+    import torch
+
     kind = kind or device_type()
     if kind == "cpu":
         return torch.device("cpu")
@@ -191,6 +200,9 @@ def init_distributed(timeout_s: float = 600.0, device: str | None = None) -> Lau
 
     One process (no launcher) needs no process group and gets none. Returns the LaunchInfo.
     """
+    import torch
+    import torch.distributed as dist
+
     info = detect_launch()
     if not info.is_distributed or dist.is_initialized():
         return info
@@ -210,5 +222,7 @@ def init_distributed(timeout_s: float = 600.0, device: str | None = None) -> Lau
 
 
 def shutdown_distributed() -> None:
+    import torch.distributed as dist
+
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()

@@ -1,41 +1,44 @@
 """Tokens stage: a byte-level BPE tokenizer and Megatron-compatible .bin/.idx token files.
 
-`tokenizer` trains or loads a tokenizer.json; `writer` turns documents into one
-PREFIX.bin/.idx pair (one sequence per document, EOD appended) plus a manifest of counts and
-hashes; `format` is the byte layout and the memory-mapped reader `IndexedTokens` that the
-data stage samples from.
+`tokenizer` trains or loads a tokenizer.json; `pipeline` is `scifm tokenize` (inputs read by
+`readers`, cut into shards run in parallel by `shard`, encoded exactly and fast by
+`bytelevel`, merged into one PREFIX.bin/.idx plus a manifest and a rejects file); `writer`
+writes a pair from texts in one process; `format` is the byte layout and the memory-mapped
+reader `IndexedTokens` that the data stage samples from.
+
+Names are imported on first use: tokenize's worker processes import only `shard` and what it
+needs, and so start fast.
 """
 
-from scifm.tokens.format import (
-    DTYPE_CODES,
-    MAGIC,
-    VERSION,
-    IndexArrays,
-    IndexedTokens,
-    dtype_for_vocab,
-    prefix_paths,
-    read_index,
-    write_index,
-)
-from scifm.tokens.tokenizer import Tokenizer, TokenizerConfig, padded_vocab_size, train_tokenizer
-from scifm.tokens.writer import IndexedWriter, TokenizeConfig, tokenize_texts, write_manifest
+from __future__ import annotations
 
-__all__ = [
-    "DTYPE_CODES",
-    "MAGIC",
-    "VERSION",
-    "IndexArrays",
-    "IndexedTokens",
-    "IndexedWriter",
-    "TokenizeConfig",
-    "Tokenizer",
-    "TokenizerConfig",
-    "dtype_for_vocab",
-    "padded_vocab_size",
-    "prefix_paths",
-    "read_index",
-    "tokenize_texts",
-    "train_tokenizer",
-    "write_index",
-    "write_manifest",
-]
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "DTYPE_CODES": "format",
+    "MAGIC": "format",
+    "VERSION": "format",
+    "IndexArrays": "format",
+    "IndexedTokens": "format",
+    "dtype_for_vocab": "format",
+    "prefix_paths": "format",
+    "read_index": "format",
+    "write_index": "format",
+    "Tokenizer": "tokenizer",
+    "TokenizerConfig": "tokenizer",
+    "padded_vocab_size": "tokenizer",
+    "train_tokenizer": "tokenizer",
+    "IndexedWriter": "writer",
+    "TokenizeConfig": "writer",
+    "tokenize_texts": "writer",
+    "write_manifest": "writer",
+    "tokenize_files": "pipeline",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)

@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Self
 
+import numpy as np
+import numpy.typing as npt
 from pydantic import Field, model_validator
 from tokenizers import Tokenizer as HFTokenizer
 from tokenizers import decoders, models, pre_tokenizers, trainers
@@ -26,10 +28,13 @@ from tokenizers import decoders, models, pre_tokenizers, trainers
 from scifm.config import Config
 from scifm.core.errors import ScifmError
 from scifm.core.io import atomic_path, sha256_file
+from scifm.core.logging import get_logger
 from scifm.core.progress import track
+from scifm.tokens.bytelevel import bytes_encoder
 
 PathLike = str | os.PathLike[str]
 BYTE_ALPHABET_SIZE = 256
+log = get_logger(__name__)
 
 # Names that common tokenizer.json files give their special tokens, most specific first.
 KNOWN_SPECIALS: dict[str, tuple[str, ...]] = {
@@ -155,6 +160,19 @@ class Tokenizer:
         """Token ids of each text (encoded in parallel by the Rust backend)."""
         encodings = self.backend.encode_batch_fast(list(texts), add_special_tokens=False)
         return [encoding.ids for encoding in encodings]
+
+    def bytes_encoder(
+        self, dtype: npt.DTypeLike, fast: bool = True
+    ) -> Callable[[Sequence[str]], list[bytes]]:
+        """A function from texts to each text's ids as little-endian bytes of `dtype`.
+
+        These are the bytes a .bin holds. With `fast`, the exact byte-level fast path
+        (`scifm.tokens.bytelevel`) is used when this tokenizer supports it and agrees with
+        `tokenizers` on the probe texts; otherwise `encode_batch`. The ids are the same.
+        """
+        encode, path = bytes_encoder(self.backend, str(np.dtype(dtype)), fast)
+        log.debug("%s: encoding with %s", self.path, path)
+        return encode
 
     def decode(self, ids: Iterable[int]) -> str:
         """Text of `ids`; special tokens are kept, so an EOD shows up as its name."""

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, BinaryIO, Self
+from typing import TYPE_CHECKING, Any, BinaryIO, Literal, Self
 
 import numpy as np
 import numpy.typing as npt
@@ -37,11 +37,24 @@ MAX_SEQUENCE_TOKENS = int(np.iinfo(np.int32).max)
 
 class TokenizeConfig(Config):
     text_field: str = Field(default="text", min_length=1)
-    """JSONL field holding each document's text."""
+    """JSONL field or Parquet column holding each document's text."""
     append_eod: bool = True
     """Append the tokenizer's end-of-document (eos) id after every document."""
     batch_size: int = Field(default=1000, gt=0)
-    """Documents encoded per call to the tokenizer (encoded in parallel)."""
+    """Documents encoded per call to the tokenizer."""
+    workers: int = Field(default=1, ge=0)
+    """Tokenizer processes per launched rank; 1 runs in-process, 0 uses every core."""
+    shard_bytes: int = Field(default=256 * 1024 * 1024, gt=0)
+    """Plain .jsonl/.txt files larger than this are split into newline-aligned shards of
+    about this many bytes (and Parquet files into groups of row groups); each shard is one
+    unit of parallel work and of resume."""
+    txt_documents: Literal["file", "line", "paragraph"] = "file"
+    """What one document is in a .txt input: the whole file, each non-empty line, or each
+    paragraph (lines up to a blank line)."""
+    encoder: Literal["auto", "hf"] = "auto"
+    """auto: the exact byte-level BPE fast path when the tokenizer is GPT-2 style (checked
+    against Hugging Face `tokenizers` when loaded), else `tokenizers`; hf: always `tokenizers`.
+    Both give the same ids."""
 
 
 class IndexedWriter:
@@ -196,10 +209,24 @@ def manifest_path(prefix: PathLike) -> Path:
     return bin_path.with_suffix(".manifest.json")
 
 
+def rejects_path(prefix: PathLike) -> Path:
+    """PREFIX.rejects.jsonl: one JSON line per input record left out, with the reason."""
+    bin_path, _ = prefix_paths(prefix)
+    return bin_path.with_suffix(".rejects.jsonl")
+
+
 def write_manifest(
-    prefix: PathLike, stats: dict[str, Any], tokenizer: Tokenizer, inputs: Sequence[PathLike]
+    prefix: PathLike,
+    stats: dict[str, Any],
+    tokenizer: Tokenizer,
+    inputs: Sequence[PathLike | Mapping[str, Any]],
+    extra: Mapping[str, Any] | None = None,
 ) -> Path:
-    """Record counts, dtype and the hashes of the tokenizer and every input; returns the path."""
+    """Record counts, dtype and the hashes of the tokenizer and every input; returns the path.
+
+    An input given as a mapping is recorded as is (path, bytes, sha256, counts ...); `extra`
+    adds top-level fields (rejects, the tokenize config).
+    """
     bin_path, idx_path = prefix_paths(prefix)
     manifest = {
         "format": "megatron-mmidx",
@@ -214,8 +241,15 @@ def write_manifest(
             "sha256": tokenizer.sha256,
             "vocab_size": tokenizer.vocab_size,
         },
-        "inputs": [{"path": str(p), "sha256": sha256_file(p)} for p in inputs],
+        "inputs": [_input_entry(p) for p in inputs],
+        **(extra or {}),
     }
     path = manifest_path(prefix)
     write_json(path, manifest)
     return path
+
+
+def _input_entry(source: PathLike | Mapping[str, Any]) -> dict[str, Any]:
+    if isinstance(source, Mapping):
+        return dict(source)
+    return {"path": str(source), "sha256": sha256_file(source)}
