@@ -237,8 +237,10 @@ class BlendedSampler:
     ) -> tuple[np.ndarray, list[WindowKey], np.ndarray, np.ndarray]:
         """Everything about samples `numbers` but their tokens: (corpus, window key, offset in
         the window, cache row) of each. This is the work Megatron precomputes and stores."""
+        self._bound_resident_pages(len(numbers))
         corpus, epoch, sample = self.locate(numbers)
         keys, offsets = self._places(corpus, epoch, sample * self.seq_len)
+        self._touched.update((c, f) for c, _, f, _ in keys)
         return corpus, keys, offsets, self._window_rows(keys)
 
     def samples(self, numbers: np.ndarray, doc_starts: bool = False):
@@ -246,7 +248,6 @@ class BlendedSampler:
         out = np.empty((len(numbers), length), dtype=np.int64)
         starts = np.zeros((len(numbers), length), dtype=bool)
         corpus, keys, offsets, rows = self.index(numbers)
-        self._touched.update((c, f) for c, _, f, _ in keys)
         ends = self._slab.ends[rows]
         first_slot = (ends <= offsets[:, None]).sum(axis=1)
         last_slot = (ends < (offsets + length)[:, None]).sum(axis=1)
@@ -258,7 +259,6 @@ class BlendedSampler:
         for i in crossing:
             self._fill_across(out[i], starts[i], keys[i], int(offsets[i]))
         self._check_vocab(out, numbers, corpus)
-        self._bound_resident_pages(out.shape[0])
         return (out, starts) if doc_starts else out
 
     def _bound_resident_pages(self, samples: int) -> None:
