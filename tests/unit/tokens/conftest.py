@@ -22,6 +22,12 @@ def docstrings(*modules: object) -> list[str]:
 
 
 @pytest.fixture(scope="session")
+def docstring_texts():
+    """`docstrings` as a fixture, for test modules that pick their own modules."""
+    return docstrings
+
+
+@pytest.fixture(scope="session")
 def texts() -> list[str]:
     return docstrings(json, re, textwrap)
 

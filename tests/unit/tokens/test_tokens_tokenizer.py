@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import inspect
 import json
 import re
 from pathlib import Path
@@ -28,18 +27,9 @@ from scifm.tokens.writer import tokenize_texts
 VOCAB = 400
 
 
-def docstrings(*modules: object) -> list[str]:
-    """The docstrings of each module and of its public members: real text, not written here."""
-    texts = []
-    for module in modules:
-        members = [module, *(v for k, v in vars(module).items() if not k.startswith("_"))]
-        texts += [doc for doc in map(inspect.getdoc, members) if doc]
-    return list(dict.fromkeys(texts))
-
-
 @pytest.fixture(scope="module")
-def corpus() -> list[str]:
-    return docstrings(json, re)
+def corpus(docstring_texts) -> list[str]:
+    return docstring_texts(json, re)
 
 
 @pytest.fixture(scope="module")
