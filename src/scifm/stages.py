@@ -123,9 +123,12 @@ def generate_samples(
 def inspect_mixture(cfg: DataConfig, token_budget: int | None = None) -> dict[str, Any]:
     """The mixture as rows (corpus, files, documents, tokens, weight, epochs) and totals."""
     sampler = BlendedSampler.from_config(cfg)  # validates every file and the corpus sizes
-    rows = mixture_table(sampler.mixture, token_budget)
-    for row, samples in zip(rows, sampler.samples_per_epoch.tolist(), strict=True):
+    rows = mixture_table(sampler.mixture)
+    weights = sampler.mixture.weights.tolist()
+    for row, samples, weight in zip(rows, sampler.samples_per_epoch.tolist(), weights, strict=True):
         row["samples_per_epoch"] = samples
+        if token_budget is not None:  # epochs of the training split (held-out tokens excluded)
+            row["epochs"] = round(token_budget * weight / (samples * cfg.seq_len), 4)
     return {
         "corpora": rows,
         "files": sum(r["files"] for r in rows),

@@ -103,10 +103,17 @@ def test_data_inspect_and_train_read_a_mixture_file(demo_run: Path, tmp_path, ca
     assert main(["data", "inspect", mixture, "--tokens", "1000000", "data.seq_len=64"]) == 0
     table = capsys.readouterr().out
     assert "math" in table and "epochs" in table and "samples_per_epoch" in table
-    argv = ["train", "--out", str(tmp_path / "m"), f"data.mixture={mixture}",
+    copy = tmp_path / "mixture.txt"
+    copy.write_text((demo_run / "data" / "mixture.txt").read_text().replace("tokens/",
+                    f"{demo_run / 'data' / 'tokens'}/"))  # fmt: skip
+    argv = ["train", "--out", str(tmp_path / "m"), f"data.mixture={copy}",
             "data.seq_len=32", "model.vocab_size=512", "train.max_steps=2",
             "train.micro_batch_size=2"]  # fmt: skip
     assert main(argv) == 0
+    capsys.readouterr()
+    copy.write_text(copy.read_text().replace("0.4 ", "0.1 ", 1))  # same path, other weights
+    assert main([*argv, "train.max_steps=3"]) == 2
+    assert "mixture_sha256" in capsys.readouterr().err
 
 
 def test_broken_mixtures_fail_before_training(demo_run: Path, tmp_path, capsys) -> None:

@@ -99,6 +99,10 @@ def best_tree(w: np.ndarray) -> Tree:
     return min(candidates, key=lambda tree: tree_bound(tree, w))
 
 
+MAX_SAMPLE = 1 << 53
+"""Routing uses float64 arithmetic, exact for sample numbers below 2**53."""
+
+
 class WeightTree:
     """Routes global sample numbers to (corpus, index within corpus), in closed form."""
 
@@ -137,8 +141,10 @@ class WeightTree:
     def route(self, n: np.ndarray | int) -> tuple[np.ndarray, np.ndarray]:
         """Global sample numbers -> (corpus of each, its index among that corpus's samples)."""
         index = np.atleast_1d(np.asarray(n, dtype=np.int64)).copy()
-        if index.size and index.min() < 0:
-            raise ValueError("sample numbers must be non-negative")
+        if index.size and (index.min() < 0 or index.max() >= MAX_SAMPLE):
+            raise ValueError(
+                f"sample numbers must lie in [0, 2**53), got {index.min()}..{index.max()}"
+            )
         node = np.full(index.shape, self.root, dtype=np.int64)
         internal = self._left[node] >= 0
         while internal.any():

@@ -52,16 +52,22 @@ def _read_at(handle, offset: int, size: int, path: Path) -> bytes:
 def _header(path: Path, handle) -> tuple[np.dtype, int, int]:
     found = os.fstat(handle.fileno()).st_size
     if found < HEADER_SIZE:
-        raise ScifmError(f"{path}: truncated ({found} bytes, header needs {HEADER_SIZE})")
+        raise ScifmError(
+            f"{path}: truncated ({found} bytes, header needs {HEADER_SIZE}); {_TOKENIZE_HINT}"
+        )
     magic, version, code, num_seqs, num_doc_idx = HEADER.unpack(_read_at(handle, 0, 34, path))
     if magic != MAGIC:
         raise ScifmError(f"{path}: not a Megatron index (bad magic {magic!r}); {_TOKENIZE_HINT}")
     if version != VERSION or code not in DTYPE_CODES:
-        raise ScifmError(f"{path}: unsupported version {version} or dtype code {code}")
+        raise ScifmError(
+            f"{path}: unsupported version {version} or dtype code {code}; {_TOKENIZE_HINT}"
+        )
     expected = HEADER_SIZE + 12 * num_seqs + 8 * num_doc_idx
     if found != expected:
         what = "truncated" if found < expected else "size mismatch"
-        raise ScifmError(f"{path}: {what}: expected {expected} bytes, found {found}")
+        raise ScifmError(
+            f"{path}: {what}: expected {expected} bytes, found {found}; {_TOKENIZE_HINT}"
+        )
     return DTYPE_CODES[code], num_seqs, num_doc_idx
 
 

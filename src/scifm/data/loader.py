@@ -58,6 +58,11 @@ class RankBatches(Sampler[list[int]]):
 
     def __init__(self, global_batch: int, micro_batch: int, rank: int = 0, world: int = 1,
                  consumed_samples: int = 0, total_samples: int | None = None) -> None:  # fmt: skip
+        if micro_batch <= 0 or world <= 0 or not 0 <= rank < world:
+            raise ScifmError(
+                f"data-parallel rank {rank} of {world} with micro-batch {micro_batch}: need "
+                "0 <= rank < world and a positive micro-batch"
+            )
         per_rank, rest = divmod(global_batch, world)
         if rest or per_rank % micro_batch:
             raise ScifmError(
@@ -86,6 +91,12 @@ class RankBatches(Sampler[list[int]]):
             raise TypeError("an endless stream has no length")
         batches = max(0, -(-(self.total - self.start) // self.global_batch))
         return batches * self.per_rank // self.micro_batch
+
+
+def _worker_message(text: str) -> str:
+    """The original one-line message of an error re-raised from a DataLoader worker."""
+    marker = "ScifmError: "
+    return text[text.rindex(marker) + len(marker) :].strip() if marker in text else text
 
 
 def _collated(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -127,7 +138,10 @@ class TokenLoader:
     def __next__(self) -> dict[str, torch.Tensor]:
         if self._iterator is None:
             self._iterator = iter(self._loader)
-        batch = next(self._iterator)
+        try:
+            batch = next(self._iterator)
+        except ScifmError as err:  # from a worker: torch prepends its traceback
+            raise ScifmError(_worker_message(str(err))) from None
         self._yielded += 1
         return batch
 

@@ -19,6 +19,7 @@ magic, mixed dtypes or tokenizers, empty corpora) before any training step, and
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +31,7 @@ from pydantic import Field, field_validator, model_validator
 
 from scifm.config import Config
 from scifm.core.errors import ScifmError
+from scifm.core.io import sha256_bytes
 from scifm.data.files import TokenFileMeta, read_file_meta
 
 
@@ -49,7 +51,7 @@ class DataConfig(Config):
     """A mixture file: AuroraGPT `weight prefix corpus` lines, Megatron `w1 p1 ...` or YAML."""
     seq_len: int = Field(default=256, gt=0)
     """Tokens per training sample (each sample reads seq_len + 1 tokens: inputs and labels)."""
-    seed: int = 1234
+    seed: int = Field(default=1234, ge=0, lt=2**63)
     """Seed of every shuffle; the same seed gives the same samples on every rank and run."""
     shuffle_window_docs: int = Field(default=256, gt=0)
     """Documents shuffled together (a power of two; 1 keeps the file order)."""
@@ -258,3 +260,12 @@ def mixture_table(mixture: Mixture, token_budget: int | None = None) -> list[dic
             row["epochs"] = round(token_budget * float(weight) / corpus.num_tokens, 4)
         rows.append(row)
     return rows
+
+
+def mixture_fingerprint(mixture: Mixture) -> str:
+    """sha256 of what decides the samples: corpora, weights, files and their sizes."""
+    spec = [
+        [c.name, c.weight, [[f.prefix, f.num_docs, f.num_tokens, str(f.dtype)] for f in c.files]]
+        for c in mixture.corpora
+    ]
+    return sha256_bytes(json.dumps(spec, sort_keys=True).encode())

@@ -133,10 +133,13 @@ class BlendedSampler:
                 doc = token_file.doc_at(cut - start)
                 if token_file.token_start(doc) < cut - start:
                     doc += 1
-                train[i] = min(doc, token_file.meta.num_docs - 1) if i == len(files) - 1 else doc
+                train[i] = doc
                 train[i + 1 :] = [0] * (len(files) - i - 1)
                 break
             start += token_file.meta.num_tokens
+        if sum(train) == sum(f.meta.num_docs for f in files):  # hold out at least one document
+            last = max(i for i, f in enumerate(files) if f.meta.num_docs)
+            train[last] = files[last].meta.num_docs - 1
         return train
 
     def _stream_starts(self, corpus: int) -> np.ndarray:
@@ -149,9 +152,12 @@ class BlendedSampler:
         size = (tokens - 1) // self.seq_len
         if size < 1:
             name = self.mixture.corpora[corpus].name
+            held = self.mixture.corpora[corpus].num_tokens - tokens
+            fix = "lower data.valid_fraction, " if held else ""
             raise ScifmError(
-                f"corpus {name!r} has {tokens} training tokens, fewer than one sample of "
-                f"seq_len + 1 = {self.seq_len + 1}; add data or lower data.seq_len"
+                f"corpus {name!r} has {tokens} training tokens ({held} held out), fewer than "
+                f"one sample of seq_len + 1 = {self.seq_len + 1}; {fix}add data or lower "
+                "data.seq_len"
             )
         return size
 
@@ -178,8 +184,9 @@ class BlendedSampler:
         """Slab rows holding the windows `keys`, materialising the missing ones in bulk."""
         rows, missing = self._slab.lookup(keys)
         if missing:
-            if len(missing) > self._slab.capacity:  # a huge batch: grow rather than thrash
-                self._slab = _WindowSlab(2 * len(missing), self.window_docs)
+            needed = len(missing) + len(set(rows[rows >= 0].tolist()))
+            if needed > self._slab.capacity:  # a huge batch: grow rather than thrash
+                self._slab = _WindowSlab(2 * needed, self.window_docs)
                 rows, missing = self._slab.lookup(keys)
             fresh = self._slab.allocate(len(missing), keep=set(rows[rows >= 0].tolist()))
             self._materialise(missing, fresh)
@@ -342,6 +349,13 @@ class BlendedSampler:
             slot, skip = slot + 1, 0
 
     def _check_vocab(self, out: np.ndarray, numbers: np.ndarray, corpus: np.ndarray) -> None:
+        if out.size and int(out.min()) < 0:
+            row = int(np.argmax(out.min(axis=1) < 0))
+            name = self.mixture.corpora[int(corpus[row])].name
+            raise ScifmError(
+                f"sample {int(numbers[row])} of corpus {name!r} holds a negative token id "
+                f"{int(out[row].min())}: the token files are corrupt; re-run `scifm tokenize`"
+            )
         if self.vocab_size is None or out.size == 0 or int(out.max()) < self.vocab_size:
             return
         row = int(np.argmax(out.max(axis=1) >= self.vocab_size))

@@ -28,6 +28,7 @@ from scifm.core.progress import track
 from scifm.core.seed import seed_everything, set_deterministic
 from scifm.data import DataConfig
 from scifm.data.loader import TokenLoader
+from scifm.data.mixture import mixture_fingerprint
 from scifm.model import ModelConfig, build_model, count_params, flops_per_token
 from scifm.train.config import TrainConfig
 from scifm.train.metrics import MetricsLog, read_metrics
@@ -93,7 +94,14 @@ def _checkpoint_state(model, optimizer, state: _State) -> dict[str, Any]:
     return {"model": model_sd, "optim": optim_sd, "step": state.step, "tokens": state.tokens_seen}
 
 
-_FREE_TO_CHANGE = {"out_dir", "max_steps", "max_tokens", "log_every", "checkpoint_every"}
+_FREE_TO_CHANGE = {
+    "out_dir",
+    "max_steps",
+    "max_tokens",
+    "log_every",
+    "checkpoint_every",
+    "data_workers",
+}
 
 
 def _check_same_run(meta: dict[str, Any], trainer: _Trainer) -> None:
@@ -139,7 +147,9 @@ class _Trainer:
         self.metadata = metadata
         self.device = _resolve_device(cfg)
         _check_shapes(model_cfg, data_cfg.seq_len)
-        self.loader = self._make_loader(consumed_samples=0)  # validates the mixture first
+        self.loader = self._make_loader(consumed_samples=0)
+        mixture = self.loader.sampler.mixture  # opened here: a bad file fails before the model
+        self.metadata = {**metadata, "mixture_sha256": mixture_fingerprint(mixture)}
         self.model = build_model(model_cfg, device=self.device, seed=cfg.seed)
         self.optimizer = _make_optimizer(self.model, cfg)
         self.total_steps = cfg.total_steps(data_cfg.seq_len)

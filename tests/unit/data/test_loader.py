@@ -81,3 +81,16 @@ def test_batch_that_does_not_split_into_ranks_is_an_error(cfg) -> None:
         TokenLoader(cfg, global_batch=8, micro_batch=2, world=3)
     with pytest.raises(ScifmError, match="not a multiple of the global batch"):
         TokenLoader(cfg, global_batch=8, micro_batch=2, consumed_samples=4)
+
+
+def test_errors_in_worker_processes_stay_one_line(cfg) -> None:
+    loader = TokenLoader(cfg, 8, 4, num_workers=2, vocab_size=2000)
+    with pytest.raises(ScifmError) as caught:
+        next(loader)
+    assert "\n" not in str(caught.value) and "vocabulary 2000" in str(caught.value)
+
+
+@pytest.mark.parametrize(("rank", "world", "micro"), [(2, 2, 2), (-1, 2, 2), (0, 2, 0)])
+def test_rank_and_micro_batch_are_validated(rank: int, world: int, micro: int) -> None:
+    with pytest.raises(ScifmError, match="0 <= rank < world"):
+        RankBatches(8, micro, rank, world)

@@ -125,3 +125,16 @@ def test_data_config_needs_exactly_one_source_and_a_power_of_two_window() -> Non
         )
     with pytest.raises(ScifmError, match="greater than 0"):
         DataConfig.from_dict({"corpora": [{"name": "a", "prefixes": ["a"], "weight": 0}]})
+    with pytest.raises(ScifmError, match="seed"):
+        DataConfig.from_dict({"seed": -1})
+
+
+def test_inspect_counts_epochs_over_the_training_split(tmp_path) -> None:
+    from scifm.stages import inspect_mixture
+
+    prefix = _write(tmp_path, "a", docs=40)
+    config = DataConfig(corpora=[CorpusSource(name="a", prefixes=[prefix], weight=1)],
+                        seq_len=8, valid_fraction=0.4)  # fmt: skip
+    (row,) = inspect_mixture(config, token_budget=1000)["corpora"]
+    assert row["epochs"] == pytest.approx(1000 / (row["samples_per_epoch"] * 8), rel=1e-3)
+    assert row["samples_per_epoch"] * 8 < 0.7 * row["tokens"]

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from scifm.core.errors import ScifmError
 from scifm.data import BlendedSampler, CorpusSource, open_mixture
-from tests.unit.data.conftest import make_corpora
+from tests.unit.data.conftest import make_corpora, write_corpus_file
 from tests.unit.data.reference import ReferenceSampler
 
 
@@ -111,3 +111,27 @@ def test_corpus_of_matches_located_corpus(corpora) -> None:
     sampler = _sampler(corpora)
     numbers = np.arange(5000, 6000)
     assert np.array_equal(sampler.corpus_of(numbers), sampler.locate(numbers)[0])
+
+
+def test_requests_larger_than_the_window_cache_grow_it(corpora) -> None:
+    small = _sampler(corpora, window=4, cache_windows=4)
+    small.batch(0, 3)
+    assert np.array_equal(small.batch(0, 60), _sampler(corpora, window=4).batch(0, 60))
+
+
+def test_heldout_needs_no_documents_in_the_last_file(tmp_path) -> None:
+    corpora = make_corpora(tmp_path, files_per_corpus=(1,), docs_per_file=10)
+    empty = write_corpus_file(tmp_path / "empty", [])
+    sampler = _sampler({"a": [*corpora["a"], empty]}, weights=(1,), seq_len=4, valid=0.05)
+    assert len(sampler.heldout_tokens(0)) > 0
+
+
+def test_negative_token_ids_are_an_error(tmp_path) -> None:
+    prefix = write_corpus_file(tmp_path / "neg", [[5, 6, -3, 7, 1] * 10], dtype=np.int32)
+    with pytest.raises(ScifmError, match="negative token id -3"):
+        _sampler({"n": [prefix]}, weights=(1,), seq_len=8, vocab_size=100).batch(0, 5)
+
+
+def test_sample_numbers_beyond_float_precision_are_refused(corpora) -> None:
+    with pytest.raises(ValueError, match="2\\*\\*53"):
+        _sampler(corpora).corpus_of(2**53)
