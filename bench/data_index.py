@@ -232,7 +232,9 @@ def measure(args: argparse.Namespace) -> dict:
     t = time.perf_counter()
     sources = read_mixture_file(args.data_dir / gen.MIXTURE)
     mixture = open_mixture(sources)
-    sampler = BlendedSampler(mixture, seq_len=args.seq_len, seed=args.seed)
+    sampler = BlendedSampler(
+        mixture, seq_len=args.seq_len, seed=args.seed, blend_batch=args.global_batch
+    )
     startup_s = time.perf_counter() - t
 
     batch, seq_len = args.global_batch, args.seq_len

@@ -137,5 +137,4 @@ def inspect_mixture(cfg: DataConfig, token_budget: int | None = None) -> dict[st
         "dtype": str(sampler.mixture.dtype),
         "tokenizer_sha256": sampler.mixture.tokenizer_sha256,
         "seq_len": cfg.seq_len,
-        "blend_error_bound": round(sampler.tree.bound, 3),
     }

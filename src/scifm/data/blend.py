@@ -1,14 +1,22 @@
 """Closed-form interleave of corpora by weight: global sample n -> (corpus, index in corpus).
 
 Megatron builds a `blending_indices` array (one entry per training sample, 490M entries for
-AuroraGPT's 2T run) with a greedy loop. Here the assignment is a function of n alone.
+AuroraGPT's 2T run) with a greedy loop. Here the assignment is a function of n alone, in two
+pieces:
 
-Two corpora with shares p and 1 - p: of the first m samples, L(m) = floor(m * p + 1/2) go
-to the first, so sample m goes there when L(m + 1) > L(m), as its L(m)-th sample; the
-count never strays more than 1/2 from m * p. Many corpora: a Huffman tree over the weights
-(the two lightest subtrees merged first), each internal node splitting its arrivals that
-way. A sample walks from the root to a leaf in O(depth) vectorised steps; its index at the
-leaf is its index within the corpus.
+`BatchBlend` (what the sampler uses) apportions each global batch of B samples exactly:
+unit u gets T_u(b+1) - T_u(b) samples of batch b, with T_u(b) = floor(b*B*S_u + 1/2) -
+floor(b*B*S_{u-1} + 1/2) over the cumulative weights S. Every T_u(b) is within one sample
+of b*B*w_u, so every global batch is within two samples of B*w_u by construction; inside a
+batch, samples go by largest deficit (Megatron's greedy, bounded to the batch's quotas).
+Corpora with fewer than one sample per batch share one unit, split by a `WeightTree`.
+
+`WeightTree`: two corpora with shares p and 1 - p: of the first m samples, L(m) =
+floor(m * p + 1/2) go to the first, so sample m goes there when L(m + 1) > L(m), as its
+L(m)-th sample; the count never strays more than 1/2 from m * p. Many corpora: a binary
+tree over the weights, each internal node splitting its arrivals that way. A sample walks
+from the root to a leaf in O(depth) vectorised steps; its index at the leaf is its index
+within the corpus.
 
 The error of a corpus after any prefix is at most 1/2 * sum over its path of W_leaf / W_node
 (each split rounds by at most 1/2, and a parent's error reaches a child scaled by the
@@ -17,10 +25,8 @@ sum. The tree shape is chosen to minimise the largest such bound over the corpor
 Huffman tree and top-down splits (balanced halves, lightest or heaviest corpus alone) are
 compared and the best kept. `WeightTree.bound` reports it. The bound assumes every rounding
 goes the worst way at once; measured, a Dolma-like 14-corpus mixture stays within 1.1 samples
-in every prefix and 1.4 in every global batch of 768 (Megatron's greedy: ~1.3). A search over
-2,000 generated mixtures in which every corpus has at least one sample per global batch found
-at most 1.86; corpora rarer than that can reach ~2.2 in a batch, because the roundings of
-the splits above a corpus add up along its path (Megatron's sequential greedy stays below 1).
+in every prefix and 1.4 in every global batch of 768, but contrived mixtures reach ~2.2,
+which is why the sampler apportions whole batches with `BatchBlend` first.
 """
 
 from __future__ import annotations
@@ -173,3 +179,104 @@ class WeightTree:
         to_left = int(np.floor(arrivals * self.share_left[node] + 0.5))
         self._count(self.left[node], to_left, counts)
         self._count(self.right[node], arrivals - to_left, counts)
+
+
+class BatchBlend:
+    """Global batches apportioned exactly, samples inside a batch ordered by deficit.
+
+    Global batch b (samples [b*B, (b+1)*B)) gives unit u the count T_u(b+1) - T_u(b), where
+    T_u(b) = floor(b*B*S_u + 1/2) - floor(b*B*S_{u-1} + 1/2) and S_u are the cumulative
+    weights: the counts sum to B, and T_u(b) is within one sample of b*B*w_u at every batch
+    boundary, so every global batch is within 2 samples of B*w_u (exactly, no tree rounding).
+    The counts are non-negative when B*w_u >= 1; corpora rarer than one sample per batch
+    form one unit placed first (where the count cannot go negative) and share its samples
+    through a `WeightTree`. Inside a batch, each position goes to the unit with the largest
+    deficit w_u*(n+1) - count_u among those with quota left (Megatron's greedy, bounded to
+    the batch), computed when the batch is first asked for and cached.
+
+    With B = 1 every corpus is "rare" and this is the `WeightTree` alone.
+    """
+
+    def __init__(self, weights: Sequence[float], batch: int, cache_batches: int = 64) -> None:
+        shares = np.asarray(weights, dtype=np.float64)
+        if shares.ndim != 1 or len(shares) == 0 or not np.all(shares > 0):
+            raise ValueError("weights must be a non-empty list of positive numbers")
+        if batch < 1:
+            raise ValueError(f"global batch must be positive, got {batch}")
+        self.weights = shares / shares.sum()
+        self.batch = batch
+        self.rare = [c for c, w in enumerate(self.weights) if w * batch < 1]
+        regular = [c for c in range(len(self.weights)) if c not in self.rare]
+        self.units: list[list[int]] = ([self.rare] if self.rare else []) + [[c] for c in regular]
+        self.unit_weights = [float(self.weights[u].sum()) for u in self.units]
+        self._cumulative = np.concatenate([[0.0], np.cumsum(self.unit_weights)])
+        self._cumulative[-1] = 1.0
+        self.rare_tree = WeightTree(self.weights[self.rare]) if self.rare else None
+        self._cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self._cache_batches = cache_batches
+
+    @property
+    def num_corpora(self) -> int:
+        return len(self.weights)
+
+    def _boundary(self, b: int) -> np.ndarray:
+        """Samples of each unit among the first b global batches."""
+        rounded = np.floor(b * self.batch * self._cumulative + 0.5).astype(np.int64)
+        return np.diff(rounded)
+
+    def _order(self, b: int) -> tuple[np.ndarray, np.ndarray]:
+        """Unit of each position of global batch b, and its index among the unit's samples."""
+        if b in self._cache:
+            return self._cache[b]
+        counts, end = self._boundary(b).tolist(), self._boundary(b + 1).tolist()
+        weights, first = self.unit_weights, b * self.batch
+        unit_of = np.empty(self.batch, dtype=np.int64)
+        index = np.empty(self.batch, dtype=np.int64)
+        for r in range(self.batch):
+            ahead = first + r + 1
+            best, best_deficit = -1, -np.inf
+            for u, weight in enumerate(weights):
+                if counts[u] < end[u] and weight * ahead - counts[u] > best_deficit:
+                    best, best_deficit = u, weight * ahead - counts[u]
+            unit_of[r], index[r] = best, counts[best]
+            counts[best] += 1
+        if len(self._cache) >= self._cache_batches:
+            self._cache.pop(next(iter(self._cache)))
+        self._cache[b] = (unit_of, index)
+        return unit_of, index
+
+    def route(self, n: np.ndarray | int) -> tuple[np.ndarray, np.ndarray]:
+        """Global sample numbers -> (corpus of each, its index among that corpus's samples)."""
+        numbers = np.atleast_1d(np.asarray(n, dtype=np.int64))
+        if numbers.size and (numbers.min() < 0 or numbers.max() >= MAX_SAMPLE):
+            raise ValueError("sample numbers must lie in [0, 2**53)")
+        blocks, within = np.divmod(numbers, self.batch)
+        unit = np.empty_like(numbers)
+        index = np.empty_like(numbers)
+        for b in np.unique(blocks).tolist():
+            rows = blocks == b
+            order_unit, order_index = self._order(b)
+            unit[rows], index[rows] = order_unit[within[rows]], order_index[within[rows]]
+        corpus = np.asarray([u[0] for u in self.units])[unit]
+        if self.rare_tree is not None:
+            rows = unit == 0
+            local, index[rows] = self.rare_tree.route(index[rows])
+            corpus[rows] = np.asarray(self.rare)[local]
+        return corpus, index
+
+    def corpus_of(self, n: np.ndarray | int) -> np.ndarray:
+        return self.route(n)[0]
+
+    def counts(self, stop: int) -> np.ndarray:
+        """Samples of each corpus among global samples [0, stop)."""
+        b, r = divmod(stop, self.batch)
+        per_unit = self._boundary(b)
+        if r:
+            per_unit = per_unit + np.bincount(self._order(b)[0][:r], minlength=len(self.units))
+        counts = np.zeros(self.num_corpora, dtype=np.int64)
+        for u, members in enumerate(self.units):
+            if self.rare_tree is not None and u == 0:
+                counts[self.rare] = self.rare_tree.counts(int(per_unit[0]))
+            else:
+                counts[members[0]] = per_unit[u]
+        return counts

@@ -29,14 +29,17 @@ from scifm.data.sampler import BlendedSampler
 class BlendedDataset(Dataset):
     """Map-style dataset: index = global sample number; the sampler is opened per process."""
 
-    def __init__(self, cfg: DataConfig, vocab_size: int | None, doc_starts: bool = False):
+    def __init__(self, cfg: DataConfig, vocab_size: int | None, doc_starts: bool = False,
+                 blend_batch: int = 1) -> None:  # fmt: skip
         self.cfg, self.vocab_size, self.doc_starts = cfg, vocab_size, doc_starts
+        self.blend_batch = blend_batch
         self._sampler: BlendedSampler | None = None
 
     @property
     def sampler(self) -> BlendedSampler:
         if self._sampler is None:
-            self._sampler = BlendedSampler.from_config(self.cfg, self.vocab_size)
+            self._sampler = BlendedSampler.from_config(self.cfg, self.vocab_size,
+                                                       self.blend_batch)  # fmt: skip
         return self._sampler
 
     def __getstate__(self) -> dict[str, Any]:
@@ -110,7 +113,7 @@ class TokenLoader:
                  world: int = 1, consumed_samples: int = 0, vocab_size: int | None = None,
                  num_workers: int = 0, pin_memory: bool = False, doc_starts: bool = False,
                  total_samples: int | None = None) -> None:  # fmt: skip
-        self.dataset = BlendedDataset(cfg, vocab_size, doc_starts)
+        self.dataset = BlendedDataset(cfg, vocab_size, doc_starts, blend_batch=global_batch)
         self.global_batch, self.world = global_batch, world
         self._batches = RankBatches(global_batch, micro_batch, rank, world, consumed_samples,
                                     total_samples)  # fmt: skip

@@ -3,7 +3,7 @@
 Nothing is built at start-up and nothing is written: every index Megatron stores on disk
 (blending index, per-corpus shuffle and sample index) is a pure function of n here.
 
-    n --WeightTree--> (corpus c, i-th sample of c)          closed-form interleave by weight
+    n --BatchBlend--> (corpus c, i-th sample of c)          weights apportioned per global batch
       --epoch e = i // S_c, j = i % S_c--> k = P_{c,e}(j)   keyed permutation of the epoch
       --token k * seq_len of the corpus stream-->            Megatron packing
       --file, window, position in the shuffled window-->    tokens [seq_len + 1]
@@ -27,7 +27,7 @@ from collections import OrderedDict
 import numpy as np
 
 from scifm.core.errors import ScifmError
-from scifm.data.blend import WeightTree
+from scifm.data.blend import BatchBlend
 from scifm.data.files import TokenFile
 from scifm.data.mixture import DataConfig, Mixture, open_mixture
 from scifm.data.permute import WindowShuffle, derive_keys, keyed_permutation
@@ -93,6 +93,7 @@ class BlendedSampler:
         valid_fraction: float = 0.0,
         vocab_size: int | None = None,
         cache_windows: int = 4096,
+        blend_batch: int = 1,
     ) -> None:
         if seq_len <= 0:
             raise ScifmError(f"seq_len must be positive, got {seq_len}")
@@ -101,7 +102,7 @@ class BlendedSampler:
         self.seed = seed
         self.vocab_size = vocab_size
         self.window_docs = window_docs
-        self.tree = WeightTree(mixture.weights)
+        self.blend = BatchBlend(mixture.weights, blend_batch)
         self._shuffle = WindowShuffle(window_docs, seed)
         self._files = [[TokenFile(meta) for meta in c.files] for c in mixture.corpora]
         self._train_docs = [self._split(c, valid_fraction) for c in range(len(self._files))]
@@ -112,10 +113,12 @@ class BlendedSampler:
         self._touched: set[tuple[int, int]] = set()
 
     @classmethod
-    def from_config(cls, cfg: DataConfig, vocab_size: int | None = None) -> BlendedSampler:
+    def from_config(cls, cfg: DataConfig, vocab_size: int | None = None,
+                    blend_batch: int = 1) -> BlendedSampler:  # fmt: skip
+        """`blend_batch`: the global batch in samples, which the blend apportions exactly."""
         mixture = open_mixture(cfg.sources(), vocab_size)
         return cls(mixture, cfg.seq_len, cfg.seed, cfg.shuffle_window_docs,
-                   cfg.valid_fraction, vocab_size)  # fmt: skip
+                   cfg.valid_fraction, vocab_size, blend_batch=blend_batch)  # fmt: skip
 
     # ---- layout of each corpus's training stream ------------------------------------------
 
@@ -168,11 +171,11 @@ class BlendedSampler:
     # ---- global sample -> corpus position ---------------------------------------------------
 
     def corpus_of(self, n: np.ndarray | int) -> np.ndarray:
-        return self.tree.corpus_of(n)
+        return self.blend.corpus_of(n)
 
     def locate(self, n: np.ndarray | int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Global samples -> (corpus, epoch, sample of the corpus stream) of each."""
-        corpus, index = self.tree.route(n)
+        corpus, index = self.blend.route(n)
         per_epoch = self.samples_per_epoch[corpus]
         epoch, within = np.divmod(index, per_epoch)
         keys = derive_keys(self.seed, SAMPLE_TAG, corpus, epoch)
@@ -370,7 +373,7 @@ class BlendedSampler:
 
     def epochs_seen(self, consumed_samples: int) -> np.ndarray:
         """Fractional epochs of each corpus consumed by the first `consumed_samples` samples."""
-        return self.tree.counts(consumed_samples) / self.samples_per_epoch
+        return self.blend.counts(consumed_samples) / self.samples_per_epoch
 
     def heldout_tokens(self, corpus: int) -> np.ndarray:
         """The held-out documents of a corpus, concatenated (empty without valid_fraction)."""

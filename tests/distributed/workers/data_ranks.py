@@ -29,7 +29,7 @@ def main(config_path: str, result: str) -> None:
         rows = [
             torch.cat([g[b * per_rank : (b + 1) * per_rank] for g in gathered]) for b in range(3)
         ]
-        expected = BlendedSampler.from_config(cfg).batch(8, 24)
+        expected = BlendedSampler.from_config(cfg, blend_batch=8).batch(8, 24)
         same = np.array_equal(torch.cat(rows).numpy(), expected)
         Path(result).write_text("ok" if same else "mismatch")
     shutdown_distributed()

@@ -4,7 +4,7 @@ Everything the sampler computes on demand is built here as whole arrays, the way
 Megatron-style pipeline does: the blending index by walking every sample, each corpus's
 shuffled document stream per epoch, each epoch's full sample permutation. The tokens are
 read with the plain .bin/.idx reader of `scifm.tokens.format`, not the sampler's maps.
-Only the keyed primitives (permutations, window orders, tree routing of the corpus) are
+Only the keyed primitives (permutations, window orders, the blend's choice of corpus) are
 shared; their own properties are tested separately.
 """
 
@@ -55,7 +55,7 @@ class ReferenceSampler:
 
     def samples(self, sampler: BlendedSampler, count: int) -> np.ndarray:
         """Samples 0 .. count-1: blend index by walking, full permutations, sliced streams."""
-        corpus = sampler.tree.corpus_of(np.arange(count))
+        corpus = sampler.blend.corpus_of(np.arange(count))
         seen = np.zeros(len(self.files), dtype=np.int64)
         out = []
         for n in range(count):

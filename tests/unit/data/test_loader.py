@@ -35,7 +35,7 @@ def test_rank_slices_are_disjoint_and_cover_each_global_batch(world: int) -> Non
 
 
 def test_loader_yields_the_global_stream_sliced_by_rank(cfg) -> None:
-    sampler = BlendedSampler.from_config(cfg)
+    sampler = BlendedSampler.from_config(cfg, blend_batch=8)
     expected = sampler.batch(0, 32)
     for rank in range(2):
         loader = TokenLoader(cfg, global_batch=8, micro_batch=2, rank=rank, world=2)

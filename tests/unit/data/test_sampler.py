@@ -28,11 +28,12 @@ def _sampler(corpora, weights=(5, 3, 2), seq_len=16, seed=7, window=8, valid=0.0
     seed=st.integers(0, 2**32),
     valid=st.sampled_from([0.0, 0.1]),
     weights=st.lists(st.integers(1, 9), min_size=3, max_size=3),
+    blend_batch=st.sampled_from([1, 8, 24]),
 )
 def test_samples_equal_the_materialised_reference(tmp_path_factory, seq_len, window, seed,
-                                                  valid, weights) -> None:  # fmt: skip
+                                                  valid, weights, blend_batch) -> None:  # fmt: skip
     corpora = make_corpora(tmp_path_factory.mktemp("c"), docs_per_file=25)
-    sampler = _sampler(corpora, weights, seq_len, seed, window, valid)
+    sampler = _sampler(corpora, weights, seq_len, seed, window, valid, blend_batch=blend_batch)
     reference = ReferenceSampler(list(corpora.values()), weights, seq_len, seed, window, valid)
     assert list(sampler.samples_per_epoch) == reference.epoch_size
     count = 400  # enough for several epochs of the smaller corpora
