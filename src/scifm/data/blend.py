@@ -5,11 +5,13 @@ AuroraGPT's 2T run) with a greedy loop. Here the assignment is a function of n a
 pieces:
 
 `BatchBlend` (what the sampler uses) apportions each global batch of B samples exactly:
-unit u gets T_u(b+1) - T_u(b) samples of batch b, with T_u(b) = floor(b*B*S_u + 1/2) -
-floor(b*B*S_{u-1} + 1/2) over the cumulative weights S. Every T_u(b) is within one sample
-of b*B*w_u, so every global batch is within two samples of B*w_u by construction; inside a
-batch, samples go by largest deficit (Megatron's greedy, bounded to the batch's quotas).
-Corpora with fewer than one sample per batch share one unit, split by a `WeightTree`.
+unit u gets T_u(b+1) - T_u(b) samples of batch b, where T_u(b), the unit's share of the
+first b*B samples, is the largest-remainder rounding of b*B*w_u (or, with rare corpora,
+floor(b*B*S_u + 1/2) - floor(b*B*S_{u-1} + 1/2) over the cumulative weights S). Every
+T_u(b) is within one sample of b*B*w_u, so every global batch is within two samples of
+B*w_u by construction; inside a batch, samples go by largest deficit (Megatron's greedy,
+bounded to the batch's quotas). Corpora with fewer than one sample per batch share one
+unit, split by a `WeightTree`.
 
 `WeightTree`: two corpora with shares p and 1 - p: of the first m samples, L(m) =
 floor(m * p + 1/2) go to the first, so sample m goes there when L(m + 1) > L(m), as its
@@ -181,6 +183,11 @@ class WeightTree:
         self._count(self.right[node], arrivals - to_left, counts)
 
 
+REGULAR_SAMPLES = 1.01
+"""Corpora with fewer samples than this per global batch share the rare unit (1 plus a
+margin, so float rounding can never make a batch's quota negative)."""
+
+
 class BatchBlend:
     """Global batches apportioned exactly, samples inside a batch ordered by deficit.
 
@@ -205,7 +212,7 @@ class BatchBlend:
             raise ValueError(f"global batch must be positive, got {batch}")
         self.weights = shares / shares.sum()
         self.batch = batch
-        self.rare = [c for c, w in enumerate(self.weights) if w * batch < 1]
+        self.rare = [c for c, w in enumerate(self.weights) if w * batch < REGULAR_SAMPLES]
         regular = [c for c in range(len(self.weights)) if c not in self.rare]
         self.units: list[list[int]] = ([self.rare] if self.rare else []) + [[c] for c in regular]
         self.unit_weights = [float(self.weights[u].sum()) for u in self.units]
@@ -220,15 +227,30 @@ class BatchBlend:
         return len(self.weights)
 
     def _boundary(self, b: int) -> np.ndarray:
-        """Samples of each unit among the first b global batches."""
-        rounded = np.floor(b * self.batch * self._cumulative + 0.5).astype(np.int64)
-        return np.diff(rounded)
+        """Samples of each unit among the first b global batches, each within one of ideal.
+
+        Without rare corpora: largest remainders (Hamilton), the closest rounding, which
+        never decreases from one batch to the next when every unit has >= 1 sample per batch.
+        With them: telescoped roundings of the cumulative weights, the rare unit first.
+        """
+        total = b * self.batch
+        if self.rare:
+            rounded = np.floor(total * self._cumulative + 0.5).astype(np.int64)
+            return np.diff(rounded)
+        quotas = total * np.asarray(self.unit_weights)
+        counts = np.floor(quotas).astype(np.int64)
+        remainder = total - int(counts.sum())
+        by_fraction = np.argsort(-(quotas - counts), kind="stable")
+        counts[by_fraction[:remainder]] += 1
+        return counts
 
     def _order(self, b: int) -> tuple[np.ndarray, np.ndarray]:
         """Unit of each position of global batch b, and its index among the unit's samples."""
         if b in self._cache:
             return self._cache[b]
         counts, end = self._boundary(b).tolist(), self._boundary(b + 1).tolist()
+        if any(e < c for c, e in zip(counts, end, strict=True)):  # excluded by construction
+            raise RuntimeError(f"negative quota in global batch {b}: {counts} -> {end}")
         weights, first = self.unit_weights, b * self.batch
         unit_of = np.empty(self.batch, dtype=np.int64)
         index = np.empty(self.batch, dtype=np.int64)
