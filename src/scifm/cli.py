@@ -161,12 +161,12 @@ def cmd_train(args: argparse.Namespace, recipe: Recipe) -> None:
     if args.out:
         recipe.train.out_dir = args.out
     if args.dry_run:
-        _print_yaml(recipe.sections("data", "model", "train"))
+        _print_yaml(recipe.sections("data", "model", "train", "parallel"))
         num_params = count_params_on_meta(recipe.model)
         flops = flops_per_token(recipe.model, recipe.data.seq_len)
         output.print(f"num_params: {num_params:,}\nflops_per_token: {flops:.4g}", markup=False)
         return
-    result = train(recipe.model, recipe.data, recipe.train)
+    result = train(recipe.model, recipe.data, recipe.train, parallel=recipe.parallel)
     output.print(
         f"trained {result.steps} steps, loss {result.first_loss:.3f} -> {result.last_loss:.3f}, "
         f"{result.tokens_per_s:.0f} tokens/s, checkpoint {result.checkpoint}",

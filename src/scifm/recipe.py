@@ -7,6 +7,7 @@ tokenize:  scifm.tokens.writer.TokenizeConfig     # text field, EOD
 data:      scifm.data.mixture.DataConfig          # corpora prefixes, weights, seq_len
 model:     scifm.model.config.ModelConfig         # Llama shape
 train:     scifm.train.config.TrainConfig         # optimisation and run directory
+parallel:  scifm.parallel.config.ParallelConfig   # data-parallel layout (FSDP2 / HSDP / DDP)
 demo:      DemoConfig                             # the demo's mixture weights and prompts
 ```
 
@@ -26,6 +27,7 @@ from scifm.config import Config, apply_overrides
 from scifm.curate.demo import DemoCorpusConfig
 from scifm.data.mixture import DataConfig
 from scifm.model.config import ModelConfig
+from scifm.parallel import ParallelConfig
 from scifm.tokens.tokenizer import TokenizerConfig
 from scifm.tokens.writer import TokenizeConfig
 from scifm.train.config import TrainConfig
@@ -74,6 +76,7 @@ class Recipe(Config):
     data: DataConfig = Field(default_factory=lambda: DataConfig(seq_len=256))
     model: ModelConfig = Field(default_factory=_demo_model)
     train: TrainConfig = Field(default_factory=_demo_train)
+    parallel: ParallelConfig = Field(default_factory=ParallelConfig)
     demo: DemoConfig = Field(default_factory=DemoConfig)
 
     @classmethod

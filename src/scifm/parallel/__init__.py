@@ -1,1 +1,5 @@
-"""Stage placeholder: filled by a later issue (see ARCHITECTURE in docs/)."""
+"""Parallelism applied from outside a plain model: layout config, device mesh, FSDP2/HSDP."""
+
+from scifm.parallel.config import ParallelConfig
+
+__all__ = ["ParallelConfig"]

@@ -16,12 +16,20 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+from torch.distributed.tensor import DTensor
 
 import scifm
 from scifm.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
-from scifm.core.dist import detect_launch, device_type
+from scifm.core.dist import (
+    detect_launch,
+    device_type,
+    init_distributed,
+    local_device,
+    shutdown_distributed,
+)
 from scifm.core.errors import ScifmError
 from scifm.core.logging import get_logger
 from scifm.core.progress import track
@@ -30,6 +38,8 @@ from scifm.data import DataConfig
 from scifm.data.loader import TokenLoader
 from scifm.data.mixture import mixture_fingerprint
 from scifm.model import ModelConfig, build_model, count_params, flops_per_token
+from scifm.parallel import ParallelConfig
+from scifm.parallel.parallelize import build_mesh, data_parallel_rank, parallelize
 from scifm.train.config import TrainConfig
 from scifm.train.metrics import MetricsLog, read_metrics
 from scifm.train.schedule import warmup_cosine
@@ -59,7 +69,8 @@ class _State:
 
 def _resolve_device(cfg: TrainConfig) -> torch.device:
     kind = device_type() if cfg.device == "auto" else cfg.device
-    return torch.device(kind)
+    launch = detect_launch()
+    return local_device(launch, kind) if launch.is_distributed else torch.device(kind)
 
 
 def _make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
@@ -141,19 +152,27 @@ def _resume(trainer: _Trainer) -> None:
 
 class _Trainer:
     def __init__(self, model_cfg: ModelConfig, data_cfg: DataConfig, cfg: TrainConfig,
-                 metadata: dict[str, Any]) -> None:  # fmt: skip
+                 metadata: dict[str, Any], parallel: ParallelConfig) -> None:  # fmt: skip
         self.model_cfg, self.data_cfg, self.cfg = model_cfg, data_cfg, cfg
         self.run_dir = Path(cfg.out_dir)
         self.metadata = metadata
         self.device = _resolve_device(cfg)
+        self.mesh = None
+        self.dp_rank, self.dp_size = 0, 1
+        if dist.is_initialized():
+            self.mesh = build_mesh(parallel, dist.get_world_size(), self.device.type)
+            self.dp_rank, self.dp_size = data_parallel_rank(self.mesh)
+        self.is_main = not dist.is_initialized() or dist.get_rank() == 0
         _check_shapes(model_cfg, data_cfg.seq_len)
         self.loader = self._make_loader(consumed_samples=0)
         mixture = self.loader.sampler.mixture  # opened here: a bad file fails before the model
         self.metadata = {**metadata, "mixture_sha256": mixture_fingerprint(mixture)}
         self.model = build_model(model_cfg, device=self.device, seed=cfg.seed)
+        if self.mesh is not None:  # the same full init on every rank, then sharded
+            parallelize(self.model, parallel, self.mesh)
         self.optimizer = _make_optimizer(self.model, cfg)
-        self.total_steps = cfg.total_steps(data_cfg.seq_len)
-        self.samples_per_step = cfg.micro_batch_size * cfg.grad_accum_steps
+        self.total_steps = cfg.total_steps(data_cfg.seq_len, self.dp_size)
+        self.samples_per_step = cfg.micro_batch_size * cfg.grad_accum_steps * self.dp_size
         self.state = _State()
         self.flops_per_token = flops_per_token(model_cfg, data_cfg.seq_len)
 
@@ -161,8 +180,10 @@ class _Trainer:
         cfg = self.cfg
         return TokenLoader(
             self.data_cfg,
-            global_batch=cfg.micro_batch_size * cfg.grad_accum_steps,
+            global_batch=cfg.micro_batch_size * cfg.grad_accum_steps * self.dp_size,
             micro_batch=cfg.micro_batch_size,
+            rank=self.dp_rank,
+            world=self.dp_size,
             consumed_samples=consumed_samples,
             vocab_size=self.model_cfg.vocab_size,
             num_workers=cfg.data_workers,
@@ -190,6 +211,7 @@ class _Trainer:
             loss_sum += float(loss.detach())
             data_s, compute_s = data_s + t1 - t0, compute_s + time.perf_counter() - t1
         t2 = time.perf_counter()
+        loss_sum = self._mean_over_ranks(loss_sum)
         grad_norm = self._clip()
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
@@ -201,10 +223,17 @@ class _Trainer:
         return {"loss": loss_sum, "lr": lr, "grad_norm": grad_norm,
                 "data_s": data_s, "compute_s": compute_s}  # fmt: skip
 
+    def _mean_over_ranks(self, value: float) -> float:
+        if self.dp_size == 1:
+            return value
+        total = torch.tensor([value], dtype=torch.float64)
+        dist.all_reduce(total)  # gloo has no AVG: sum, then divide
+        return float(total) / dist.get_world_size()
+
     def _clip(self) -> float:
         max_norm = self.cfg.grad_clip if self.cfg.grad_clip is not None else float("inf")
         norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm, foreach=True)
-        return float(norm)
+        return float(norm.full_tensor() if isinstance(norm, DTensor) else norm)
 
     def save(self) -> Path:
         meta = {
@@ -257,19 +286,33 @@ def train(
     data_cfg: DataConfig,
     cfg: TrainConfig,
     metadata: dict[str, Any] | None = None,
+    parallel: ParallelConfig | None = None,
 ) -> TrainResult:
-    """Run (or resume) training in `cfg.out_dir`; returns what the run achieved."""
-    if detect_launch().is_distributed:
-        raise ScifmError(
-            "scifm train runs in one process for now; multi-process layouts (FSDP, TP, PP) "
-            "come with the parallel engine. Launch without torchrun/mpiexec/srun."
-        )
+    """Run (or resume) training in `cfg.out_dir`; returns what the run achieved.
+
+    Under torchrun / mpiexec / srun the ranks form the `parallel` layout (FSDP2 / HSDP data
+    parallelism); the data stream is the same global stream, sliced by data-parallel rank.
+    """
+    started = False
+    if detect_launch().is_distributed and not dist.is_initialized():
+        kind = device_type() if cfg.device == "auto" else cfg.device
+        init_distributed(device=kind)
+        started = True
+    try:
+        return _train(model_cfg, data_cfg, cfg, metadata or {}, parallel or ParallelConfig())
+    finally:
+        if started:
+            shutdown_distributed()
+
+
+def _train(model_cfg: ModelConfig, data_cfg: DataConfig, cfg: TrainConfig,
+           metadata: dict[str, Any], parallel: ParallelConfig) -> TrainResult:  # fmt: skip
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
     seed_everything(cfg.seed)
     if cfg.deterministic:
         set_deterministic(True)
-    trainer = _Trainer(model_cfg, data_cfg, cfg, metadata or {})
+    trainer = _Trainer(model_cfg, data_cfg, cfg, metadata, parallel)
     trainer.run_dir.mkdir(parents=True, exist_ok=True)
     _resume(trainer)
     return _loop(trainer)
@@ -277,7 +320,8 @@ def train(
 
 def _loop(trainer: _Trainer) -> TrainResult:
     cfg, state = trainer.cfg, trainer.state
-    metrics = MetricsLog(trainer.run_dir / "metrics.jsonl", resume_step=state.step)
+    path = trainer.run_dir / "metrics.jsonl"
+    metrics = MetricsLog(path, resume_step=state.step) if trainer.is_main else None
     window, run_tokens, run_start = _new_window(), 0, time.perf_counter()
     with track(trainer.total_steps, "train") as bar:
         bar.advance(state.step)
@@ -289,15 +333,20 @@ def _loop(trainer: _Trainer) -> TrainResult:
             bar.update(description=f"train loss {stats['loss']:.3f}")
             bar.advance(1)
             if state.step % cfg.log_every == 0 or state.step == trainer.total_steps:
-                metrics.write(_record(trainer, stats, window))
+                record = _record(trainer, stats, window)
+                if metrics is not None:
+                    metrics.write(record)
                 window = _new_window()
             if cfg.checkpoint_every and state.step % cfg.checkpoint_every == 0:
                 trainer.save()
-    metrics.close()
+    if metrics is not None:
+        metrics.close()
+    if dist.is_initialized():
+        dist.barrier()  # every rank reads the finished metrics file below
     latest = latest_checkpoint(trainer.run_dir)
     checkpoint = latest.path if latest and latest.step == state.step else trainer.save()
     elapsed = time.perf_counter() - run_start
-    records = read_metrics(metrics.path)
+    records = read_metrics(path)
     speed = (
         run_tokens / elapsed
         if run_tokens

@@ -1,0 +1,36 @@
+"""The data-parallel layout: degrees resolved against the world size, clear errors otherwise."""
+
+from __future__ import annotations
+
+import pytest
+
+from scifm.core.errors import ScifmError
+from scifm.parallel import ParallelConfig
+
+
+@pytest.mark.parametrize(
+    ("replicate", "shard", "world", "expected"),
+    [
+        (1, -1, 4, (1, 4)),
+        (2, -1, 4, (2, 2)),
+        (2, 2, 4, (2, 2)),
+        (4, 1, 4, (4, 1)),
+        (1, -1, 1, (1, 1)),
+    ],
+)
+def test_degrees_fill_the_world(replicate, shard, world, expected) -> None:
+    assert ParallelConfig(dp_replicate=replicate, dp_shard=shard).degrees(world) == expected
+
+
+@pytest.mark.parametrize(
+    ("replicate", "shard", "world", "message"),
+    [(3, -1, 4, "does not divide the world size 4"), (1, 3, 4, "the job has 4")],
+)
+def test_degrees_that_do_not_fit_are_one_clear_error(replicate, shard, world, message) -> None:
+    with pytest.raises(ScifmError, match=message):
+        ParallelConfig(dp_replicate=replicate, dp_shard=shard).degrees(world)
+
+
+def test_zero_shard_degree_is_rejected_when_the_config_is_read() -> None:
+    with pytest.raises(ScifmError, match="dp_shard"):
+        ParallelConfig.from_dict({"dp_shard": 0})
