@@ -154,6 +154,7 @@ def _print_mixture(info: dict[str, Any], budget: int | None) -> None:
 
 
 def cmd_train(args: argparse.Namespace, recipe: Recipe) -> None:
+    from scifm.core.dist import detect_launch
     from scifm.model import flops_per_token
     from scifm.stages import count_params_on_meta
     from scifm.train import train
@@ -167,6 +168,8 @@ def cmd_train(args: argparse.Namespace, recipe: Recipe) -> None:
         output.print(f"num_params: {num_params:,}\nflops_per_token: {flops:.4g}", markup=False)
         return
     result = train(recipe.model, recipe.data, recipe.train, parallel=recipe.parallel)
+    if not detect_launch().is_main:
+        return
     output.print(
         f"trained {result.steps} steps, loss {result.first_loss:.3f} -> {result.last_loss:.3f}, "
         f"{result.tokens_per_s:.0f} tokens/s, checkpoint {result.checkpoint}",
