@@ -90,12 +90,11 @@ class Attention(nn.Module):
         v = self.wv(x).view(batch, seq_len, -1, self.head_dim)
         q = apply_rope(q, cos, sin, self.rope_convention)
         k = apply_rope(k, cos, sin, self.rope_convention)
-        group = q.shape[2] // k.shape[2]
-        if group > 1:  # each key/value head serves `group` consecutive query heads
-            k = k.repeat_interleave(group, dim=2)
-            v = v.repeat_interleave(group, dim=2)
         q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # [B, H, T, head_dim]
-        out = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        # GQA: each key/value head serves `heads / kv_heads` consecutive query heads; SDPA
+        # broadcasts them itself (no repeated copies of k and v)
+        grouped = q.shape[1] != k.shape[1]
+        out = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=grouped)
         return self.wo(out.transpose(1, 2).reshape(batch, seq_len, -1))
 
     def init_weights(self, std: float, out_std: float) -> None:

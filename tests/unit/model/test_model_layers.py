@@ -78,3 +78,22 @@ def test_block_is_pre_norm_residual() -> None:
     with torch.no_grad():
         h = x + block.attention(block.attention_norm(x), cos, sin)
         torch.testing.assert_close(block(x, cos, sin), h + block.feed_forward(block.ffn_norm(h)))
+
+
+def test_grouped_query_attention_matches_explicit_repeated_heads() -> None:
+    """Each key/value head serves consecutive query heads, as an explicit softmax computes."""
+    cfg = ModelConfig.from_dict({"dim": 32, "num_layers": 1, "num_heads": 4, "num_kv_heads": 2,
+                                 "vocab_size": 64, "max_seq_len": 8})  # fmt: skip
+    torch.manual_seed(0)
+    attention = Attention(cfg)
+    attention.init_weights(0.2, 0.2)
+    x = torch.randn(2, 8, 32)
+    cos, sin = precompute_rope(cfg.head_dim, 8, cfg.rope_theta)
+    q = apply_rope(attention.wq(x).view(2, 8, 4, 8), cos, sin, "half").transpose(1, 2)
+    k = apply_rope(attention.wk(x).view(2, 8, 2, 8), cos, sin, "half").transpose(1, 2)
+    v = attention.wv(x).view(2, 8, 2, 8).transpose(1, 2)
+    k, v = k.repeat_interleave(2, dim=1), v.repeat_interleave(2, dim=1)
+    scores = q @ k.transpose(-1, -2) / 8**0.5
+    scores = scores.masked_fill(torch.ones(8, 8, dtype=torch.bool).triu(1), float("-inf"))
+    expected = attention.wo((scores.softmax(-1) @ v).transpose(1, 2).reshape(2, 8, 32))
+    assert torch.allclose(attention(x, cos, sin), expected, atol=1e-6)
