@@ -156,6 +156,7 @@ def _print_mixture(info: dict[str, Any], budget: int | None) -> None:
 def cmd_train(args: argparse.Namespace, recipe: Recipe) -> None:
     from scifm.core.dist import detect_launch
     from scifm.model import flops_per_token
+    from scifm.parallel.estimate import memory_per_rank
     from scifm.stages import count_params_on_meta
     from scifm.train import train
 
@@ -166,6 +167,9 @@ def cmd_train(args: argparse.Namespace, recipe: Recipe) -> None:
         num_params = count_params_on_meta(recipe.model)
         flops = flops_per_token(recipe.model, recipe.data.seq_len)
         output.print(f"num_params: {num_params:,}\nflops_per_token: {flops:.4g}", markup=False)
+        memory = memory_per_rank(recipe.model, recipe.parallel, args.world_size,
+                                 recipe.train.micro_batch_size, recipe.data.seq_len)  # fmt: skip
+        _print_yaml({"per_rank_estimate": memory})
         return
     result = train(recipe.model, recipe.data, recipe.train, parallel=recipe.parallel)
     if not detect_launch().is_main:
@@ -220,6 +224,8 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--tokens", type=int, help="token budget for the epochs column")
     train = add("train", cmd_train, "pretrain a model on the recipe's data mixture")
     train.add_argument("--out", help="run directory (overrides train.out_dir)")
+    train.add_argument("--world-size", type=int, default=1,
+                       help="with --dry-run: ranks to plan the layout and memory for")  # fmt: skip
     plot = add("plot", cmd_plot, "draw loss and throughput of RUN_DIR to PNG")
     plot.add_argument("run_dir")
     plot.add_argument("--out", help="PNG path (default RUN_DIR/loss.png)")

@@ -181,6 +181,7 @@ def test_stage_by_stage_commands_as_in_readme(tmp_path, capsys) -> None:
         ["tokenize", "IN", "--tokenizer", "t.json", "--out", "OUT/p", "--dry-run"],
         ["demo", "--out", "OUT", "--dry-run"],
         ["train", "--out", "OUT", "--dry-run"],
+        ["train", "--out", "OUT", "--dry-run", "--world-size", "8", "parallel.dp_replicate=2"],
         ["data", "inspect", "OUT/m.txt", "--dry-run"],
     ],
 )

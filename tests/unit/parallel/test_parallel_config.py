@@ -34,3 +34,17 @@ def test_degrees_that_do_not_fit_are_one_clear_error(replicate, shard, world, me
 def test_zero_shard_degree_is_rejected_when_the_config_is_read() -> None:
     with pytest.raises(ScifmError, match="dp_shard"):
         ParallelConfig.from_dict({"dp_shard": 0})
+
+
+def test_memory_estimate_shards_state_and_names_the_layout() -> None:
+    from scifm.model import ModelConfig
+    from scifm.parallel.estimate import memory_per_rank
+
+    model = ModelConfig.named("7b", vocab_size=32000, max_seq_len=4096)
+    one = memory_per_rank(model, ParallelConfig(), 1, micro_batch=1, seq_len=4096)
+    many = memory_per_rank(model, ParallelConfig(dp_replicate=2), 16, micro_batch=1, seq_len=4096)
+    assert many["layout"] == {"dp_replicate": 2, "dp_shard": 8, "world_size": 16}
+    assert many["params_per_rank"] == one["params"] // 8
+    assert many["state_gib"] == pytest.approx(one["state_gib"] / 8, rel=0.01)
+    assert one["state_gib"] == pytest.approx(one["params"] * 16 / 2**30, rel=0.01)
+    assert many["activations_gib"] == one["activations_gib"]
