@@ -74,7 +74,7 @@ def tokenize_files(
     try:
         _run_rank(job, shards, info, cfg.workers, group)
         if info.rank == 0:
-            _merge_or_fail(job, shards, files, tokenizer, cfg, prefix, group)
+            _telling_every_rank(group, lambda: merge(job, shards, files, tokenizer, cfg, prefix))
         elif _any_rank(group, failed=False):
             raise ScifmError("rank 0 failed to merge the shards; see its error")
     finally:
@@ -189,18 +189,11 @@ def _drain(queue: Any, advance: Callable[[int], None]) -> None:
         advance(queue.get())
 
 
-def _merge_or_fail(
-    job: ShardJob,
-    shards: Sequence[Shard],
-    files: Sequence[Path],
-    tokenizer: Tokenizer,
-    cfg: TokenizeConfig,
-    prefix: Path,
-    group: Any,
-) -> None:
+def _telling_every_rank(group: Any, work: Callable[[], None]) -> None:
+    """Run `work` here, then tell the other ranks (waiting in `_any_rank`) if it failed."""
     error: BaseException | None = None
     try:
-        merge(job, shards, files, tokenizer, cfg, prefix)
+        work()
     except BaseException as err:
         error = err
     _any_rank(group, failed=error is not None)
