@@ -27,9 +27,9 @@ $(STAMP): pyproject.toml constraints.txt
 	  echo "[install] torch==2.13.0"; \
 	  $(BIN)/python -m pip install --quiet --disable-pip-version-check "torch==2.13.0"; \
 	fi
-	@echo "[install] scifm, its data extra and test tools (exact versions from constraints.txt)"
+	@echo "[install] scifm, its data and track extras and test tools (exact versions from constraints.txt)"
 	@$(BIN)/python -m pip install --quiet --disable-pip-version-check \
-	  -c constraints.txt -e ".[test,data]"
+	  -c constraints.txt -e ".[test,data,track]"
 	@touch $(STAMP)
 
 demo: install

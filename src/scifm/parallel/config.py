@@ -1,13 +1,23 @@
 """The parallel layout: how many ways the world is split, as one validated config block.
 
-This release implements data parallelism on a 2-D device mesh ("dp_replicate", "dp_shard"):
-`dp_shard` ranks hold one FSDP2 shard group each (parameters, gradients and optimizer state
-sharded), `dp_replicate` such groups hold replicas (HSDP; with dp_shard = 1 it is plain data
-parallelism, DDP). Tensor and pipeline parallelism extend the same mesh in a later step.
+Four degrees multiply to the world size, outermost first, as the mesh dimensions
+("pp", "dp_replicate", "dp_shard", "tp"):
+
+- `pp`: pipeline stages (`torch.distributed.pipelining`); each stage holds whole layers.
+- `dp_replicate` x `dp_shard`: data parallelism. `dp_shard` ranks form one FSDP2 shard group
+  (parameters, gradients and optimizer state sharded); `dp_replicate` groups hold replicas
+  (HSDP; with dp_shard = 1 it is plain replication, DDP).
+- `tp`: tensor parallelism (DTensor plans for the Llama modules), innermost so its frequent
+  collectives stay between neighbouring ranks (inside one node on a cluster).
+
+The remaining fields choose how each strategy is applied (`scifm.parallel.parallelize`
+applies them in the fixed order TP -> activation checkpointing -> compile -> FSDP2, and
+pipeline splitting before all of them).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Literal
 
 from pydantic import Field, field_validator
@@ -15,12 +25,58 @@ from pydantic import Field, field_validator
 from scifm.config import Config
 from scifm.core.errors import ScifmError
 
+MESH_DIMS = ("pp", "dp_replicate", "dp_shard", "tp")
+DP_DIMS = ("dp_replicate", "dp_shard")
+
+PipelineSchedule = Literal["GPipe", "1F1B", "Interleaved1F1B"]
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Resolved degrees of one world size; their product is the world size."""
+
+    pp: int
+    dp_replicate: int
+    dp_shard: int
+    tp: int
+
+    @property
+    def world_size(self) -> int:
+        return self.pp * self.dp_replicate * self.dp_shard * self.tp
+
+    @property
+    def dp(self) -> int:
+        """Data-parallel ranks: each reads its own slice of every global batch."""
+        return self.dp_replicate * self.dp_shard
+
+    def shape(self) -> tuple[int, int, int, int]:
+        return (self.pp, self.dp_replicate, self.dp_shard, self.tp)
+
+    def describe(self) -> str:
+        return " x ".join(
+            f"{name}={size}" for name, size in zip(MESH_DIMS, self.shape(), strict=True)
+        )
+
 
 class ParallelConfig(Config):
     dp_replicate: int = Field(default=1, gt=0)
     """Replica groups (DDP across groups; HSDP with dp_shard > 1)."""
     dp_shard: int = Field(default=-1, ge=-1)
     """Ranks sharing one FSDP2 shard group; -1: every rank the other degrees leave."""
+    tp: int = Field(default=1, gt=0)
+    """Tensor-parallel degree: attention heads and FFN columns split over this many ranks."""
+    sequence_parallel: bool = True
+    """With tp > 1, also split norms and the residual stream along the sequence (less memory)."""
+    pp: int = Field(default=1, gt=0)
+    """Pipeline-parallel degree: stages of consecutive layers, one group of ranks each."""
+    pp_schedule: PipelineSchedule = "1F1B"
+    """Pipeline schedule; Interleaved1F1B places `pp_stages_per_rank` stages on each rank."""
+    pp_stages_per_rank: int = Field(default=1, gt=0)
+    """Virtual stages per pipeline rank (Interleaved1F1B needs >= 2; the others need 1)."""
+    activation_checkpoint: Literal["none", "full", "selective"] = "none"
+    """Recompute activations in backward: every block ("full"), or every other block."""
+    compile: bool = False
+    """torch.compile each transformer block (after TP and checkpointing, before FSDP2)."""
     param_dtype: Literal["float32", "bfloat16"] = "float32"
     """Dtype of parameters in forward/backward (FSDP2 mixed precision); masters stay fp32."""
     reduce_dtype: Literal["float32", "bfloat16"] = "float32"
@@ -35,18 +91,26 @@ class ParallelConfig(Config):
             raise ValueError("must be a positive degree, or -1 to fill the world size")
         return value
 
+    def layout(self, world_size: int) -> Layout:
+        """The degrees for `world_size` ranks; ScifmError when they do not multiply to it."""
+        fixed = self.pp * self.dp_replicate * self.tp
+        if world_size % fixed:
+            raise ScifmError(
+                f"parallel degrees pp={self.pp} x dp_replicate={self.dp_replicate} x "
+                f"tp={self.tp} = {fixed} do not divide the world size {world_size}; choose "
+                f"degrees whose product is {world_size}"
+            )
+        shard = world_size // fixed if self.dp_shard == -1 else self.dp_shard
+        layout = Layout(self.pp, self.dp_replicate, shard, self.tp)
+        if layout.world_size != world_size:
+            raise ScifmError(
+                f"parallel degrees {layout.describe()} make {layout.world_size} ranks, but the "
+                f"job has {world_size}; make the product equal the world size (dp_shard: -1 "
+                "fills it)"
+            )
+        return layout
+
     def degrees(self, world_size: int) -> tuple[int, int]:
-        """(dp_replicate, dp_shard) for `world_size` ranks; ScifmError when they do not fit."""
-        if world_size % self.dp_replicate:
-            raise ScifmError(
-                f"parallel.dp_replicate={self.dp_replicate} does not divide the world size "
-                f"{world_size}; choose degrees whose product is {world_size}"
-            )
-        shard = world_size // self.dp_replicate if self.dp_shard == -1 else self.dp_shard
-        if self.dp_replicate * shard != world_size:
-            raise ScifmError(
-                f"parallel degrees dp_replicate={self.dp_replicate} x dp_shard={shard} = "
-                f"{self.dp_replicate * shard} ranks, but the job has {world_size}; make the "
-                "product equal the world size (dp_shard: -1 fills it)"
-            )
-        return self.dp_replicate, shard
+        """(dp_replicate, dp_shard) for `world_size` ranks."""
+        layout = self.layout(world_size)
+        return layout.dp_replicate, layout.dp_shard

@@ -23,7 +23,8 @@ GIB = 1 << 30
 
 def memory_per_rank(model: ModelConfig, parallel: ParallelConfig, world_size: int,
                     micro_batch: int, seq_len: int) -> dict[str, Any]:  # fmt: skip
-    replicate, shard = parallel.degrees(world_size)
+    layout = parallel.layout(world_size)
+    replicate, shard = layout.dp_replicate, layout.dp_shard
     params = count_params(model)
     state_bytes = params * (4 + 4 + 8) / shard  # fp32 weights, grads, AdamW m and v
     width = 2 if parallel.param_dtype == "bfloat16" else 4

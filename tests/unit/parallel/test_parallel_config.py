@@ -24,11 +24,32 @@ def test_degrees_fill_the_world(replicate, shard, world, expected) -> None:
 
 @pytest.mark.parametrize(
     ("replicate", "shard", "world", "message"),
-    [(3, -1, 4, "does not divide the world size 4"), (1, 3, 4, "the job has 4")],
+    [(3, -1, 4, "do not divide the world size 4"), (1, 3, 4, "the job has 4")],
 )
 def test_degrees_that_do_not_fit_are_one_clear_error(replicate, shard, world, message) -> None:
     with pytest.raises(ScifmError, match=message):
         ParallelConfig(dp_replicate=replicate, dp_shard=shard).degrees(world)
+
+
+@pytest.mark.parametrize(
+    ("degrees", "world", "expected"),
+    [
+        ({"tp": 2}, 4, (1, 1, 2, 2)),
+        ({"pp": 2, "tp": 2}, 8, (2, 1, 2, 2)),
+        ({"pp": 2, "dp_replicate": 2, "dp_shard": 1}, 4, (2, 2, 1, 1)),
+        ({"tp": 4}, 4, (1, 1, 1, 4)),
+    ],
+)
+def test_layout_orders_pipeline_data_and_tensor_degrees(degrees, world, expected) -> None:
+    layout = ParallelConfig(**degrees).layout(world)
+    assert layout.shape() == expected
+    assert layout.world_size == world
+    assert layout.dp == expected[1] * expected[2]
+
+
+def test_tensor_degree_that_does_not_divide_the_world_names_every_degree() -> None:
+    with pytest.raises(ScifmError, match=r"pp=1 x dp_replicate=1 x tp=3 = 3 do not divide"):
+        ParallelConfig(tp=3).layout(4)
 
 
 def test_zero_shard_degree_is_rejected_when_the_config_is_read() -> None:
