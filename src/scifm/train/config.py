@@ -7,6 +7,19 @@ from typing import ClassVar, Literal, Self
 from pydantic import Field, model_validator
 
 from scifm.config import Config
+from scifm.core.errors import ScifmError
+from scifm.data.loader import BatchSchedule
+
+
+class BatchRampupConfig(Config):
+    """Grow the global batch during early training (Megatron's `--rampup-batch-size`)."""
+
+    start_batch_size: int = Field(gt=0)
+    """Global batch (samples) of the first steps; must split into ranks x micro-batches."""
+    increment: int = Field(gt=0)
+    """Samples added to the global batch at each increase."""
+    ramp_samples: int = Field(gt=0)
+    """Samples over which the batch grows to its final size, in equal parts per increase."""
 
 
 class TrainConfig(Config):
@@ -19,7 +32,12 @@ class TrainConfig(Config):
     micro_batch_size: int = Field(default=8, gt=0)
     """Sequences per forward/backward pass."""
     grad_accum_steps: int = Field(default=1, gt=0)
-    """Micro-batches accumulated per optimizer step."""
+    """Micro-batches accumulated per optimizer step (ignored when global_batch_tokens is set)."""
+    global_batch_tokens: int | None = Field(default=None, gt=0)
+    """Tokens per optimizer step; gradient accumulation is derived from it and must come out
+    whole: global_batch_tokens = micro_batch_size x accumulation x data ranks x seq_len."""
+    batch_rampup: BatchRampupConfig | None = None
+    """Optional batch-size ramp-up; the final global batch is the one above."""
     data_workers: int = Field(default=0, ge=0)
     """torch DataLoader worker processes reading samples (0: read in the training process)."""
     max_steps: int | None = Field(default=None, gt=0)
@@ -28,10 +46,19 @@ class TrainConfig(Config):
     """Token budget; steps = ceil(max_tokens / tokens per step)."""
     lr: float = Field(default=3e-3, gt=0)
     """Peak learning rate."""
+    lr_schedule: Literal["cosine", "wsd", "constant"] = "cosine"
+    """After linear warmup: cosine decay; warmup-stable-decay (constant, then a decay over the
+    last `decay_fraction` of steps); or constant."""
     min_lr_ratio: float = Field(default=0.1, ge=0, le=1)
-    """Final learning rate of the cosine decay, as a fraction of the peak."""
+    """Final learning rate of the decay, as a fraction of the peak."""
     warmup_steps: int = Field(default=20, ge=0)
     """Linear warmup steps."""
+    decay_fraction: float = Field(default=0.2, gt=0, le=1)
+    """wsd: fraction of all steps spent in the final decay."""
+    decay_shape: Literal["linear", "cosine", "1-sqrt"] = "1-sqrt"
+    """wsd: shape of the final decay ("1-sqrt": Hägele et al. 2024)."""
+    z_loss_weight: float = Field(default=0.0, ge=0)
+    """Weight of the z-loss, mean(logsumexp(logits)^2) (PaLM uses 1e-4); 0 disables it."""
     weight_decay: float = Field(default=0.1, ge=0)
     beta1: float = Field(default=0.9, ge=0, lt=1)
     beta2: float = Field(default=0.95, ge=0, lt=1)
@@ -56,11 +83,45 @@ class TrainConfig(Config):
             raise ValueError("set only one of train.max_steps and train.max_tokens")
         return self
 
+    def accumulation(self, seq_len: int, data_parallel: int = 1) -> int:
+        """Micro-batches per rank per optimizer step (at the final global batch)."""
+        if self.global_batch_tokens is None:
+            return self.grad_accum_steps
+        per_micro = self.micro_batch_size * data_parallel * seq_len
+        steps, rest = divmod(self.global_batch_tokens, per_micro)
+        if rest or steps == 0:
+            raise ScifmError(
+                f"train.global_batch_tokens={self.global_batch_tokens} is not a whole number "
+                f"of micro-batches: micro_batch_size {self.micro_batch_size} x {data_parallel} "
+                f"data ranks x seq_len {seq_len} = {per_micro} tokens; make it a multiple of "
+                f"{per_micro}"
+            )
+        return steps
+
+    def global_batch(self, seq_len: int, data_parallel: int = 1) -> int:
+        """Samples per optimizer step (at the final global batch)."""
+        return self.micro_batch_size * self.accumulation(seq_len, data_parallel) * data_parallel
+
     def tokens_per_step(self, seq_len: int, data_parallel: int = 1) -> int:
-        return self.micro_batch_size * self.grad_accum_steps * seq_len * data_parallel
+        return self.global_batch(seq_len, data_parallel) * seq_len
+
+    def batch_schedule(self, seq_len: int, data_parallel: int = 1) -> BatchSchedule:
+        final = self.global_batch(seq_len, data_parallel)
+        ramp = self.batch_rampup
+        if ramp is None:
+            return BatchSchedule(final)
+        return BatchSchedule(final, ramp.start_batch_size, ramp.increment, ramp.ramp_samples)
 
     def total_steps(self, seq_len: int, data_parallel: int = 1) -> int:
+        """max_steps, or the steps whose samples first reach max_tokens (ramp-up included)."""
         if self.max_steps is not None:
             return self.max_steps
-        per_step = self.tokens_per_step(seq_len, data_parallel)
-        return max(1, -(-int(self.max_tokens or 0) // per_step))
+        schedule = self.batch_schedule(seq_len, data_parallel)
+        samples = -(-int(self.max_tokens or 0) // seq_len)
+        steps = 0
+        while schedule.position_after(steps) < samples and steps < len(schedule.ramp_steps):
+            steps += 1
+        position = schedule.position_after(steps)
+        if position < samples:
+            steps += -(-(samples - position) // schedule.final)
+        return max(1, steps)

@@ -1,10 +1,12 @@
-"""The training loop of one process: mixture -> model -> AdamW -> metrics and checkpoints.
+"""The training loop: mixture -> model -> parallel layout -> optimizer -> callbacks.
 
-`train()` builds everything from typed configs and runs `total_steps` optimizer steps. The
-data position is a pure function of the step (sample n of the blended stream), so a run
-restarted in the same directory resumes from its latest checkpoint and sees exactly the
-batches an uninterrupted run would have seen. Multi-process parallelism (FSDP, TP, PP) is
-applied from outside the model by the parallel engine of a later issue.
+`train()` builds a `Trainer` from typed configs and runs `total_steps` optimizer steps. The
+data position is one number (the global consumed-sample count), so a run restarted in the
+same directory resumes from its latest checkpoint and sees exactly the batches an
+uninterrupted run would have seen, at any data-parallel size. One step: read this rank's
+micro-batches, forward and backward through the step runner (gradient accumulation, or a
+pipeline schedule), average the loss over ranks, clip the global gradient norm, step the
+optimizer. Metrics, checkpoints and the progress bar are callbacks (`train.callbacks`).
 """
 
 from __future__ import annotations
@@ -17,9 +19,7 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
-from torch.distributed.tensor import DTensor
 
 import scifm
 from scifm.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
@@ -32,17 +32,20 @@ from scifm.core.dist import (
 )
 from scifm.core.errors import ScifmError
 from scifm.core.logging import get_logger
-from scifm.core.progress import track
 from scifm.core.seed import seed_everything, set_deterministic
 from scifm.data import DataConfig
 from scifm.data.loader import TokenLoader
 from scifm.data.mixture import mixture_fingerprint
 from scifm.model import ModelConfig, build_model, count_params, flops_per_token
 from scifm.parallel import ParallelConfig
+from scifm.parallel.norms import clip_grad_norm
 from scifm.parallel.parallelize import build_mesh, data_parallel_rank, parallelize
+from scifm.train.callbacks import Callback, StepStats, default_callbacks
 from scifm.train.config import TrainConfig
-from scifm.train.metrics import MetricsLog, read_metrics
-from scifm.train.schedule import warmup_cosine
+from scifm.train.loss import LanguageModelLoss
+from scifm.train.metrics import read_metrics
+from scifm.train.schedule import lr_multiplier
+from scifm.train.step import LocalRunner, StepRunner
 
 log = get_logger(__name__)
 
@@ -73,13 +76,15 @@ def _resolve_device(cfg: TrainConfig) -> torch.device:
     return local_device(launch, kind) if launch.is_distributed else torch.device(kind)
 
 
-def _make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
+def _make_optimizer(params: list[torch.nn.Parameter], cfg: TrainConfig) -> torch.optim.AdamW:
     """AdamW with weight decay on matrices only (not on norms, which are 1-D)."""
-    params = [p for p in model.parameters() if p.requires_grad]
+    params = [p for p in params if p.requires_grad]
     groups = [
         {"params": [p for p in params if p.ndim >= 2], "weight_decay": cfg.weight_decay},
         {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
     ]
+    for group in groups:
+        group["peak_lr"] = cfg.lr
     return torch.optim.AdamW(
         groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps, foreach=True
     )
@@ -94,17 +99,6 @@ def _check_shapes(model_cfg: ModelConfig, seq_len: int) -> None:
         )
 
 
-def _loss(model: torch.nn.Module, batch: torch.Tensor) -> torch.Tensor:
-    inputs, labels = batch[:, :-1], batch[:, 1:]
-    logits = model(inputs)
-    return F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten())
-
-
-def _checkpoint_state(model, optimizer, state: _State) -> dict[str, Any]:
-    model_sd, optim_sd = get_state_dict(model, optimizer)
-    return {"model": model_sd, "optim": optim_sd, "step": state.step, "tokens": state.tokens_seen}
-
-
 _FREE_TO_CHANGE = {
     "out_dir",
     "max_steps",
@@ -115,19 +109,24 @@ _FREE_TO_CHANGE = {
 }
 
 
-def _check_same_run(meta: dict[str, Any], trainer: _Trainer) -> None:
+def _comparable_train(settings: dict[str, Any]) -> dict[str, Any]:
+    """Train settings that must match to resume; fields newer than the checkpoint take
+    their defaults."""
+    defaults = TrainConfig(max_steps=1).to_dict()
+    merged = {**defaults, **settings}
+    return {k: v for k, v in merged.items() if k not in _FREE_TO_CHANGE}
+
+
+def _check_same_run(meta: dict[str, Any], trainer: Trainer) -> None:
     """Resuming is only exact for the same model, data and optimisation settings."""
-    train_now = {k: v for k, v in trainer.cfg.to_dict().items() if k not in _FREE_TO_CHANGE}
-    train_then = {k: v for k, v in meta.get("train", {}).items() if k not in _FREE_TO_CHANGE}
-    changed = [
-        name
-        for name, then, now in (
-            ("model", meta.get("model"), trainer.model_cfg.to_dict()),
-            ("data", meta.get("data"), trainer.data_cfg.to_dict()),
-            ("train", train_then, train_now),
-        )
-        if then != now
-    ] + [key for key, value in trainer.metadata.items() if meta.get(key) != value]
+    now_train = _comparable_train(trainer.cfg.to_dict())
+    sections = (
+        ("model", meta.get("model"), trainer.model_cfg.to_dict()),
+        ("data", meta.get("data"), trainer.data_cfg.to_dict()),
+        ("train", _comparable_train(meta.get("train", {})), now_train),
+    )
+    changed = [name for name, then, now in sections if then != now]
+    changed += [key for key, value in trainer.metadata.items() if meta.get(key) != value]
     if changed:
         raise ScifmError(
             f"{trainer.run_dir} holds a run with different {', '.join(changed)} settings; "
@@ -135,27 +134,13 @@ def _check_same_run(meta: dict[str, Any], trainer: _Trainer) -> None:
         )
 
 
-def _resume(trainer: _Trainer) -> None:
-    found = latest_checkpoint(trainer.run_dir)
-    if found is None:
-        return
-    _check_same_run(found.metadata, trainer)
-    model, optimizer, state = trainer.model, trainer.optimizer, trainer.state
-    sd = _checkpoint_state(model, optimizer, state)
-    meta = load_checkpoint(found.path, sd)
-    set_state_dict(model, optimizer, model_state_dict=sd["model"], optim_state_dict=sd["optim"])
-    state.step, state.tokens_seen = int(meta["step"]), int(meta["tokens_seen"])
-    state.first_loss = meta.get("first_loss")
-    trainer.seek(int(meta.get("consumed_samples", state.step * trainer.samples_per_step)))
-    log.info("resumed from %s (step %d)", found.path, state.step)
+class Trainer:
+    """Everything one rank needs to run optimizer steps, built from the configs."""
 
-
-class _Trainer:
     def __init__(self, model_cfg: ModelConfig, data_cfg: DataConfig, cfg: TrainConfig,
                  metadata: dict[str, Any], parallel: ParallelConfig) -> None:  # fmt: skip
-        self.model_cfg, self.data_cfg, self.cfg = model_cfg, data_cfg, cfg
+        self.model_cfg, self.data_cfg, self.cfg, self.parallel = model_cfg, data_cfg, cfg, parallel
         self.run_dir = Path(cfg.out_dir)
-        self.metadata = metadata
         self.device = _resolve_device(cfg)
         self.mesh = None
         self.dp_rank, self.dp_size = 0, 1
@@ -164,23 +149,33 @@ class _Trainer:
             self.dp_rank, self.dp_size = data_parallel_rank(self.mesh)
         self.is_main = not dist.is_initialized() or dist.get_rank() == 0
         _check_shapes(model_cfg, data_cfg.seq_len)
+        self.batch_schedule = cfg.batch_schedule(data_cfg.seq_len, self.dp_size)
         self.loader = self._make_loader(consumed_samples=0)
         mixture = self.loader.sampler.mixture  # opened here: a bad file fails before the model
         self.metadata = {**metadata, "mixture_sha256": mixture_fingerprint(mixture)}
         self.model = build_model(model_cfg, device=self.device, seed=cfg.seed)
         if self.mesh is not None:  # the same full init on every rank, then sharded
             parallelize(self.model, parallel, self.mesh)
-        self.optimizer = _make_optimizer(self.model, cfg)
+        self.model_parts: list[torch.nn.Module] = [self.model]
+        self.runner: StepRunner = LocalRunner(self.model)
+        self.pp_group: dist.ProcessGroup | None = None
+        self.optimizer = _make_optimizer(
+            [p for part in self.model_parts for p in part.parameters()], cfg
+        )
+        self.loss_fn = LanguageModelLoss(cfg.z_loss_weight)
         self.total_steps = cfg.total_steps(data_cfg.seq_len, self.dp_size)
-        self.samples_per_step = cfg.micro_batch_size * cfg.grad_accum_steps * self.dp_size
         self.state = _State()
         self.flops_per_token = flops_per_token(model_cfg, data_cfg.seq_len)
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.run_dir / "metrics.jsonl"
 
     def _make_loader(self, consumed_samples: int) -> TokenLoader:
         cfg = self.cfg
         return TokenLoader(
             self.data_cfg,
-            global_batch=cfg.micro_batch_size * cfg.grad_accum_steps * self.dp_size,
+            global_batch=self.batch_schedule,
             micro_batch=cfg.micro_batch_size,
             rank=self.dp_rank,
             world=self.dp_size,
@@ -194,46 +189,55 @@ class _Trainer:
         """Continue the data stream from a global sample count (after a resume)."""
         self.loader = self._make_loader(consumed_samples)
 
-    def step(self) -> dict[str, float]:
+    def step(self) -> StepStats:
+        """One optimizer step over the next global batch."""
         cfg, state = self.cfg, self.state
-        lr = cfg.lr * warmup_cosine(state.step, self.total_steps, cfg.warmup_steps,
-                                    cfg.min_lr_ratio)  # fmt: skip
+        multiplier = lr_multiplier(state.step, self.total_steps, cfg)
         for group in self.optimizer.param_groups:
-            group["lr"] = lr
-        data_s = compute_s = 0.0
-        loss_sum = 0.0
-        for _ in range(cfg.grad_accum_steps):
-            t0 = time.perf_counter()
-            batch = next(self.loader)["tokens"].to(self.device, non_blocking=True)
-            t1 = time.perf_counter()
-            loss = _loss(self.model, batch) / cfg.grad_accum_steps
-            loss.backward()
-            loss_sum += float(loss.detach())
-            data_s, compute_s = data_s + t1 - t0, compute_s + time.perf_counter() - t1
-        t2 = time.perf_counter()
-        loss_sum = self._mean_over_ranks(loss_sum)
-        grad_norm = self._clip()
+            group["lr"] = group.get("peak_lr", cfg.lr) * multiplier
+        start = time.perf_counter()
+        samples = self.loader.batch_size
+        micro_batches = [m["tokens"].to(self.device, non_blocking=True)
+                         for m in self.loader.next_step()]  # fmt: skip
+        loaded = time.perf_counter()
+        loss = self.runner.run(micro_batches, self.loss_fn)  # float(): waits for the device
+        computed = time.perf_counter()
+        loss = self._mean_over_ranks(loss)
+        grad_norm = clip_grad_norm(self._parameters(), cfg.grad_clip, self.pp_group)
+        synced = time.perf_counter()
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
-        compute_s += time.perf_counter() - t2
+        _wait_for(self.device)
+        done = time.perf_counter()
         state.step += 1
-        state.tokens_seen += self.samples_per_step * self.data_cfg.seq_len
+        state.tokens_seen += samples * self.data_cfg.seq_len
         if state.first_loss is None:
-            state.first_loss = loss_sum
-        return {"loss": loss_sum, "lr": lr, "grad_norm": grad_norm,
-                "data_s": data_s, "compute_s": compute_s}  # fmt: skip
+            state.first_loss = loss
+        return StepStats(
+            loss=loss, lr=cfg.lr * multiplier, grad_norm=grad_norm, samples=samples,
+            tokens=samples * self.data_cfg.seq_len, data_s=loaded - start,
+            compute_s=(computed - loaded) + (done - synced), comm_s=synced - computed,
+            step_s=done - start,
+        )  # fmt: skip
+
+    def _parameters(self) -> list[torch.nn.Parameter]:
+        return [p for part in self.model_parts for p in part.parameters()]
 
     def _mean_over_ranks(self, value: float) -> float:
-        if self.dp_size == 1:
+        """Mean over data-parallel ranks (ranks of one data rank hold the same loss)."""
+        if not dist.is_initialized() or dist.get_world_size() == 1:
             return value
         total = torch.tensor([value], dtype=torch.float64)
         dist.all_reduce(total)  # gloo has no AVG: sum, then divide
         return float(total) / dist.get_world_size()
 
-    def _clip(self) -> float:
-        max_norm = self.cfg.grad_clip if self.cfg.grad_clip is not None else float("inf")
-        norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm, foreach=True)
-        return float(norm.full_tensor() if isinstance(norm, DTensor) else norm)
+    def checkpoint_state(self) -> dict[str, Any]:
+        model_sd, optim_sd = get_state_dict(self.model, self.optimizer)
+        return {"model": model_sd, "optim": optim_sd}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        set_state_dict(self.model, self.optimizer, model_state_dict=state["model"],
+                       optim_state_dict=state["optim"])  # fmt: skip
 
     def save(self) -> Path:
         meta = {
@@ -244,41 +248,33 @@ class _Trainer:
             "model": self.model_cfg.to_dict(),
             "data": self.data_cfg.to_dict(),
             "train": self.cfg.to_dict(),
+            "parallel": self.parallel.to_dict(),
             "rope_convention": self.model_cfg.rope_convention,
             "scifm_version": scifm.__version__,
         }
-        state = _checkpoint_state(self.model, self.optimizer, self.state)
-        return save_checkpoint(self.run_dir, self.state.step, state, meta)
+        return save_checkpoint(self.run_dir, self.state.step, self.checkpoint_state(), meta)
+
+    def resume(self) -> None:
+        """Continue from the latest checkpoint in the run directory, if there is one."""
+        found = latest_checkpoint(self.run_dir)
+        if found is None:
+            return
+        _check_same_run(found.metadata, self)
+        state = self.checkpoint_state()
+        meta = load_checkpoint(found.path, state)
+        self.load_state(state)
+        self.state.step, self.state.tokens_seen = int(meta["step"]), int(meta["tokens_seen"])
+        self.state.first_loss = meta.get("first_loss")
+        consumed = meta.get("consumed_samples")
+        self.seek(int(consumed) if consumed is not None
+                  else self.batch_schedule.position_after(self.state.step))  # fmt: skip
+        log.info("resumed from %s (step %d)", found.path, self.state.step)
 
 
-def _record(trainer: _Trainer, stats: dict[str, float], window: dict[str, float]) -> dict:
-    elapsed = window["elapsed_s"]
-    tokens_per_s = window["tokens"] / elapsed if elapsed > 0 else 0.0
-    return {
-        "step": trainer.state.step,
-        "tokens_seen": trainer.state.tokens_seen,
-        "loss": round(window["loss"] / window["steps"], 6),
-        "lr": stats["lr"],
-        "grad_norm": round(stats["grad_norm"], 6),
-        "tokens_per_s": round(tokens_per_s, 1),
-        "achieved_flops": round(tokens_per_s * trainer.flops_per_token, 1),
-        "step_time_s": round(elapsed / window["steps"], 4),
-        "data_wait_s": round(window["data_s"] / window["steps"], 5),
-        "compute_s": round(window["compute_s"] / window["steps"], 4),
-        "memory_mb": _memory_mb(trainer.device),
-    }
-
-
-def _memory_mb(device: torch.device) -> float:
+def _wait_for(device: torch.device) -> None:
+    """Let timestamps mean finished work on asynchronous devices."""
     if device.type == "cuda":
-        return round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
-    import resource
-
-    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
-
-
-def _new_window() -> dict[str, float]:
-    return {"elapsed_s": 0.0, "tokens": 0, "steps": 0, "data_s": 0.0, "compute_s": 0.0, "loss": 0.0}
+        torch.cuda.synchronize(device)
 
 
 def train(
@@ -287,11 +283,13 @@ def train(
     cfg: TrainConfig,
     metadata: dict[str, Any] | None = None,
     parallel: ParallelConfig | None = None,
+    callbacks: list[Callback] | None = None,
 ) -> TrainResult:
     """Run (or resume) training in `cfg.out_dir`; returns what the run achieved.
 
-    Under torchrun / mpiexec / srun the ranks form the `parallel` layout (FSDP2 / HSDP data
-    parallelism); the data stream is the same global stream, sliced by data-parallel rank.
+    Under torchrun / mpiexec / srun the ranks form the `parallel` layout; the data stream is
+    the same global stream, sliced by data-parallel rank. `callbacks` replace the default
+    metrics, checkpoint and progress callbacks.
     """
     started = False
     if detect_launch().is_distributed and not dist.is_initialized():
@@ -299,54 +297,47 @@ def train(
         init_distributed(device=kind)
         started = True
     try:
-        return _train(model_cfg, data_cfg, cfg, metadata or {}, parallel or ParallelConfig())
+        return _train(model_cfg, data_cfg, cfg, metadata or {}, parallel or ParallelConfig(),
+                      default_callbacks() if callbacks is None else callbacks)  # fmt: skip
     finally:
         if started:
             shutdown_distributed()
 
 
 def _train(model_cfg: ModelConfig, data_cfg: DataConfig, cfg: TrainConfig,
-           metadata: dict[str, Any], parallel: ParallelConfig) -> TrainResult:  # fmt: skip
+           metadata: dict[str, Any], parallel: ParallelConfig,
+           callbacks: list[Callback]) -> TrainResult:  # fmt: skip
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
     seed_everything(cfg.seed)
     if cfg.deterministic:
         set_deterministic(True)
-    trainer = _Trainer(model_cfg, data_cfg, cfg, metadata, parallel)
+    trainer = Trainer(model_cfg, data_cfg, cfg, metadata, parallel)
     trainer.run_dir.mkdir(parents=True, exist_ok=True)
-    _resume(trainer)
-    return _loop(trainer)
+    trainer.resume()
+    return _loop(trainer, callbacks)
 
 
-def _loop(trainer: _Trainer) -> TrainResult:
-    cfg, state = trainer.cfg, trainer.state
-    path = trainer.run_dir / "metrics.jsonl"
-    metrics = MetricsLog(path, resume_step=state.step) if trainer.is_main else None
-    window, run_tokens, run_start = _new_window(), 0, time.perf_counter()
-    with track(trainer.total_steps, "train") as bar:
-        bar.advance(state.step)
+def _loop(trainer: Trainer, callbacks: list[Callback]) -> TrainResult:
+    state = trainer.state
+    run_tokens, run_start = 0, time.perf_counter()
+    try:
+        for callback in callbacks:
+            callback.on_train_start(trainer)
         while state.step < trainer.total_steps:
-            start = time.perf_counter()
             stats = trainer.step()
-            _accumulate(window, stats, time.perf_counter() - start, trainer)
-            run_tokens += trainer.samples_per_step * trainer.data_cfg.seq_len
-            bar.update(description=f"train loss {stats['loss']:.3f}")
-            bar.advance(1)
-            if state.step % cfg.log_every == 0 or state.step == trainer.total_steps:
-                record = _record(trainer, stats, window)
-                if metrics is not None:
-                    metrics.write(record)
-                window = _new_window()
-            if cfg.checkpoint_every and state.step % cfg.checkpoint_every == 0:
-                trainer.save()
-    if metrics is not None:
-        metrics.close()
+            run_tokens += stats.tokens
+            for callback in callbacks:
+                callback.on_step_end(trainer, stats)
+    finally:
+        for callback in callbacks:
+            callback.on_train_end(trainer)
     if dist.is_initialized():
         dist.barrier()  # every rank reads the finished metrics file below
     latest = latest_checkpoint(trainer.run_dir)
     checkpoint = latest.path if latest and latest.step == state.step else trainer.save()
     elapsed = time.perf_counter() - run_start
-    records = read_metrics(path)
+    records = read_metrics(trainer.metrics_path)
     speed = (
         run_tokens / elapsed
         if run_tokens
@@ -363,12 +354,3 @@ def _loop(trainer: _Trainer) -> TrainResult:
         checkpoint=checkpoint,
         elapsed_s=elapsed,
     )
-
-
-def _accumulate(window: dict, stats: dict, seconds: float, trainer: _Trainer) -> None:
-    window["elapsed_s"] += seconds
-    window["tokens"] += trainer.samples_per_step * trainer.data_cfg.seq_len
-    window["steps"] += 1
-    window["data_s"] += stats["data_s"]
-    window["compute_s"] += stats["compute_s"]
-    window["loss"] += stats["loss"]

@@ -8,7 +8,7 @@ import torch
 
 from scifm.core.errors import ScifmError
 from scifm.data import BlendedSampler, CorpusSource, DataConfig
-from scifm.data.loader import RankBatches, TokenLoader
+from scifm.data.loader import BatchSchedule, RankBatches, TokenLoader
 
 
 @pytest.fixture
@@ -79,7 +79,7 @@ def test_doc_starts_travel_with_the_tokens(cfg) -> None:
 def test_batch_that_does_not_split_into_ranks_is_an_error(cfg) -> None:
     with pytest.raises(ScifmError, match="must split into 3"):
         TokenLoader(cfg, global_batch=8, micro_batch=2, world=3)
-    with pytest.raises(ScifmError, match="not a multiple of the global batch"):
+    with pytest.raises(ScifmError, match="not at a step boundary"):
         TokenLoader(cfg, global_batch=8, micro_batch=2, consumed_samples=4)
 
 
@@ -94,3 +94,41 @@ def test_errors_in_worker_processes_stay_one_line(cfg) -> None:
 def test_rank_and_micro_batch_are_validated(rank: int, world: int, micro: int) -> None:
     with pytest.raises(ScifmError, match="0 <= rank < world"):
         RankBatches(8, micro, rank, world)
+
+
+def test_batch_ramp_grows_by_increments_then_stays_final() -> None:
+    ramp = BatchSchedule(final=16, start=4, increment=4, ramp_samples=48)  # 3 increments of 16
+    sizes, position = [], 0
+    for _ in range(10):
+        sizes.append(ramp.size_at(position))
+        position += sizes[-1]
+    # steps start at 0, 4, 8, 12 | 16, 24 | 32, 44 | 56 (past the ramp), 72
+    assert sizes == [4, 4, 4, 4, 8, 8, 12, 12, 16, 16]
+    for steps in range(12):
+        assert ramp.steps_before(ramp.position_after(steps)) == steps
+    assert ramp.steps_before(6) is None and ramp.steps_before(ramp.position_after(9) + 3) is None
+
+
+@pytest.mark.parametrize("world", [1, 2])
+def test_ramped_loader_slices_each_step_and_resumes(cfg, world: int) -> None:
+    ramp = BatchSchedule(final=8, start=4, increment=4, ramp_samples=16)
+    whole = TokenLoader(cfg, ramp, micro_batch=2)
+    steps = [whole.next_step() for _ in range(6)]
+    assert [2 * len(step) for step in steps] == [4, 4, 4, 4, 8, 8]
+    assert whole.consumed_samples == ramp.position_after(6) == 32
+    position = ramp.position_after(3)
+    for step_index in (3, 4):
+        size = ramp.size_at(position)
+        expected = torch.cat([m["tokens"] for m in steps[step_index]])
+        ranks = [TokenLoader(cfg, ramp, 2, rank=r, world=world, consumed_samples=position)
+                 for r in range(world)]  # fmt: skip
+        got = torch.cat([m["tokens"] for loader in ranks for m in loader.next_step()])
+        assert torch.equal(got, expected) and got.shape[0] == size
+        position += size
+
+
+def test_ramp_sizes_must_split_into_ranks_and_micro_batches(cfg) -> None:
+    with pytest.raises(ScifmError, match="global batch 6 must split into 2"):
+        TokenLoader(cfg, BatchSchedule(final=8, start=6, increment=2, ramp_samples=8), 2, world=2)
+    with pytest.raises(ScifmError, match="not a multiple of the increment"):
+        BatchSchedule(final=8, start=2, increment=4, ramp_samples=8)

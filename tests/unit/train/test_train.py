@@ -68,14 +68,14 @@ def test_loss_falls_and_metrics_are_recorded(tmp_path, data) -> None:
 
 def test_resume_after_a_crash_equals_uninterrupted_run(tmp_path, data, monkeypatch) -> None:
     whole = train(MODEL, data, _cfg(tmp_path / "whole", 8))
-    original = run_module._Trainer.step
+    original = run_module.Trainer.step
 
     def crash_at_step_six(self):
         if self.state.step == 5:
             raise RuntimeError("node failure")
         return original(self)
 
-    monkeypatch.setattr(run_module._Trainer, "step", crash_at_step_six)
+    monkeypatch.setattr(run_module.Trainer, "step", crash_at_step_six)
     with pytest.raises(RuntimeError, match="node failure"):
         train(MODEL, data, _cfg(tmp_path / "split", 8, checkpoint_every=4))
     monkeypatch.undo()

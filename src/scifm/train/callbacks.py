@@ -1,0 +1,149 @@
+"""Cross-cutting concerns of the training loop, as callbacks: metrics, checkpoints, progress.
+
+The loop itself only runs steps; everything that watches or persists a run hooks in here.
+A callback sees the trainer at the start, after every optimizer step (with that step's
+`StepStats`), and at the end (also when the run fails, so files are closed).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from scifm.core.progress import track
+from scifm.train.metrics import MetricsLog
+
+if TYPE_CHECKING:
+    from scifm.train.run import Trainer
+
+
+@dataclass
+class StepStats:
+    """What one optimizer step did and where its time went (seconds)."""
+
+    loss: float
+    lr: float
+    grad_norm: float
+    samples: int
+    tokens: int
+    data_s: float
+    compute_s: float
+    comm_s: float
+    step_s: float = 0.0
+
+
+class Callback:
+    def on_train_start(self, trainer: Trainer) -> None:
+        pass
+
+    def on_step_end(self, trainer: Trainer, stats: StepStats) -> None:
+        pass
+
+    def on_train_end(self, trainer: Trainer) -> None:
+        pass
+
+
+class _Window:
+    """Sums over the steps since the last record."""
+
+    def __init__(self) -> None:
+        self.steps = 0
+        self.totals = dict.fromkeys(("loss", "tokens", "data_s", "compute_s", "comm_s",
+                                     "step_s"), 0.0)  # fmt: skip
+
+    def add(self, stats: StepStats) -> None:
+        self.steps += 1
+        for key in self.totals:
+            self.totals[key] += getattr(stats, key)
+
+    def mean(self, key: str) -> float:
+        return self.totals[key] / max(1, self.steps)
+
+
+class MetricsCallback(Callback):
+    """One record per `log_every` steps (and the last) to RUN/metrics.jsonl, on rank 0."""
+
+    def __init__(self) -> None:
+        self.log: MetricsLog | None = None
+        self.window = _Window()
+
+    def on_train_start(self, trainer: Trainer) -> None:
+        if trainer.is_main:
+            self.log = MetricsLog(trainer.metrics_path, resume_step=trainer.state.step)
+
+    def on_step_end(self, trainer: Trainer, stats: StepStats) -> None:
+        self.window.add(stats)
+        step = trainer.state.step
+        if step % trainer.cfg.log_every and step != trainer.total_steps:
+            return
+        if self.log is not None:
+            self.log.write(_record(trainer, stats, self.window))
+        self.window = _Window()
+
+    def on_train_end(self, trainer: Trainer) -> None:
+        if self.log is not None:
+            self.log.close()
+            self.log = None
+
+
+def _record(trainer: Trainer, stats: StepStats, window: _Window) -> dict[str, Any]:
+    elapsed = window.totals["step_s"]
+    tokens_per_s = window.totals["tokens"] / elapsed if elapsed > 0 else 0.0
+    return {
+        "step": trainer.state.step,
+        "tokens_seen": trainer.state.tokens_seen,
+        "loss": round(window.mean("loss"), 6),
+        "lr": stats.lr,
+        "grad_norm": round(stats.grad_norm, 6),
+        "batch_size": stats.samples,
+        "tokens_per_s": round(tokens_per_s, 1),
+        "achieved_flops": round(tokens_per_s * trainer.flops_per_token, 1),
+        "step_time_s": round(window.mean("step_s"), 4),
+        "data_wait_s": round(window.mean("data_s"), 5),
+        "compute_s": round(window.mean("compute_s"), 4),
+        "comm_wait_s": round(window.mean("comm_s"), 5),
+        "memory_mb": _memory_mb(trainer.device),
+    }
+
+
+def _memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
+    import resource
+
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+class CheckpointCallback(Callback):
+    """A checkpoint every `checkpoint_every` steps (the final one is the trainer's)."""
+
+    def on_step_end(self, trainer: Trainer, stats: StepStats) -> None:
+        every = trainer.cfg.checkpoint_every
+        if every and trainer.state.step % every == 0:
+            trainer.save()
+
+
+class ProgressCallback(Callback):
+    """A progress bar with the latest loss, on rank 0 (silent elsewhere)."""
+
+    def __init__(self) -> None:
+        self._stack = contextlib.ExitStack()
+        self._bar: Any = None
+
+    def on_train_start(self, trainer: Trainer) -> None:
+        self._bar = self._stack.enter_context(track(trainer.total_steps, "train"))
+        self._bar.advance(trainer.state.step)
+
+    def on_step_end(self, trainer: Trainer, stats: StepStats) -> None:
+        self._bar.update(description=f"train loss {stats.loss:.3f}")
+        self._bar.advance(1)
+
+    def on_train_end(self, trainer: Trainer) -> None:
+        self._stack.close()
+
+
+def default_callbacks() -> list[Callback]:
+    return [MetricsCallback(), CheckpointCallback(), ProgressCallback()]
