@@ -47,6 +47,16 @@ def run_with_mpi_variables(script: str, nproc: int, *args: str, extra_env: dict 
         assert proc.returncode == 0, output[-3000:]
 
 
+def run_mpiexec(script: str, nproc: int, *args: str, timeout: float = 120) -> None:
+    """A real `mpiexec -n N` (MPICH's Hydra, installed by the test extra): no MASTER_ADDR."""
+    mpiexec = Path(sys.executable).parent / "mpiexec"
+    assert mpiexec.is_file(), f"{mpiexec} missing: install the test extra (make install)"
+    command = [str(mpiexec), "-n", str(nproc), sys.executable, str(WORKERS / script), *args]
+    done = subprocess.run(command, env=_clean_env(), capture_output=True, text=True,
+                          timeout=timeout)  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+
+
 @pytest.fixture
 def launch():
-    return {"torchrun": run_torchrun, "mpi": run_with_mpi_variables}
+    return {"torchrun": run_torchrun, "mpi": run_with_mpi_variables, "mpiexec": run_mpiexec}

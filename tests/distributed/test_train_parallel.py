@@ -22,7 +22,7 @@ from scifm.data import CorpusSource, DataConfig
 from scifm.model import ModelConfig, build_model
 from scifm.train import train
 from scifm.train.config import TrainConfig
-from tests.distributed.conftest import run_torchrun
+from tests.distributed.conftest import run_mpiexec, run_torchrun
 from tests.unit.data.conftest import make_corpora
 
 pytestmark = pytest.mark.distributed
@@ -61,12 +61,16 @@ def setup(tmp_path_factory):
     return root, config, single
 
 
-@pytest.mark.parametrize(("name", "replicate", "shard"), [("fsdp2", 1, 2), ("ddp", 2, 1)])
-def test_two_ranks_reproduce_the_single_process_run(setup, name, replicate, shard) -> None:
+@pytest.mark.parametrize(
+    ("name", "replicate", "shard", "launcher"),
+    [("fsdp2", 1, 2, run_torchrun), ("ddp", 2, 1, run_torchrun), ("mpiexec", 1, 2, run_mpiexec)],
+)
+def test_two_ranks_reproduce_the_single_process_run(setup, name, replicate, shard,
+                                                    launcher) -> None:  # fmt: skip
+    """torchrun and a real mpiexec (MPICH Hydra, no MASTER_ADDR) give the same run."""
     root, config, single = setup
     out = root / name
-    run_torchrun("train_dp.py", 2, str(config), str(out), str(replicate), str(shard),
-                 timeout=300)  # fmt: skip
+    launcher("train_dp.py", 2, str(config), str(out), str(replicate), str(shard), timeout=300)
     expected, got = _losses(single), _losses(out)
     assert len(got) == len(expected) == 6
     assert max(abs(a - b) for a, b in zip(expected, got, strict=True)) < 1e-5, (expected, got)

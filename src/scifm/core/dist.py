@@ -7,8 +7,10 @@ The backend follows the device: nccl on CUDA, xccl on Intel XPU, gloo on CPU.
 
 mpiexec sets no MASTER_ADDR/MASTER_PORT. `rendezvous_init_method` then agrees on one:
 from the scheduler's first node (PBS_NODEFILE, SLURM_JOB_NODELIST) with a port derived from
-the job id, or, when no host list exists, a torch FileStore on a shared directory keyed by
-the job, which every rank of one job computes identically.
+the job id; when no host list exists, a torch FileStore on a shared directory keyed by
+the job, which every rank of one job computes identically; and with neither (a bare
+`mpiexec -n 4` on a workstation), a local port keyed by the MPI proxy process that
+started every rank of this node.
 """
 
 from __future__ import annotations
@@ -185,14 +187,23 @@ def rendezvous_init_method(env: Mapping[str, str] | None = None) -> str:
     if host is not None:
         return f"tcp://{host}:{env.get('MASTER_PORT') or port_for(job)}"
     if job is None:
-        raise ScifmError(
-            "no MASTER_ADDR and no job id to agree on one: set MASTER_ADDR and MASTER_PORT, "
-            "or SCIFM_RUN_ID to the same value on every rank"
-        )
+        return _single_node_rendezvous(env)
     directory = Path(env.get("SCIFM_RDZV_DIR", ".scifm-rdzv")).resolve()
     directory.mkdir(parents=True, exist_ok=True)
     key = hashlib.sha256(job.encode()).hexdigest()[:16]
     return f"file://{directory / ('rdzv-' + key)}"
+
+
+def _single_node_rendezvous(env: Mapping[str, str]) -> str:
+    """All ranks on this node, started by one MPI process manager (Hydra's proxy): they
+    share a parent process, whose id keys a local TCP rendezvous."""
+    info = detect_launch(env)
+    if info.launcher in ("mpich", "openmpi") and info.local_world_size == info.world_size:
+        return f"tcp://127.0.0.1:{port_for(f'node-{os.getppid()}')}"
+    raise ScifmError(
+        "no MASTER_ADDR and no job id to agree on one: set MASTER_ADDR and MASTER_PORT, "
+        "or SCIFM_RUN_ID to the same value on every rank"
+    )
 
 
 def init_distributed(timeout_s: float = 600.0, device: str | None = None) -> LaunchInfo:

@@ -102,6 +102,15 @@ def test_rendezvous_file_store_keyed_by_job(tmp_path) -> None:
 def test_rendezvous_without_any_hint_is_a_clear_error() -> None:
     with pytest.raises(ScifmError, match="MASTER_ADDR"):
         rendezvous_init_method({})
+    across_nodes = {"PMI_RANK": "0", "PMI_SIZE": "8", "MPI_LOCALNRANKS": "4"}
+    with pytest.raises(ScifmError, match="MASTER_ADDR"):
+        rendezvous_init_method(across_nodes)
+
+
+def test_bare_mpiexec_on_one_node_meets_on_a_local_port_keyed_by_its_proxy() -> None:
+    one_node = {"PMI_RANK": "1", "PMI_SIZE": "4", "MPI_LOCALNRANKS": "4"}
+    method = rendezvous_init_method(one_node)
+    assert method.startswith("tcp://127.0.0.1:") and method == rendezvous_init_method(one_node)
 
 
 def test_cray_pals_local_rank_as_on_aurora() -> None:
