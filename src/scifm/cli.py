@@ -167,8 +167,15 @@ def cmd_train(args: argparse.Namespace, recipe: Recipe) -> None:
         num_params = count_params_on_meta(recipe.model)
         flops = flops_per_token(recipe.model, recipe.data.seq_len)
         output.print(f"num_params: {num_params:,}\nflops_per_token: {flops:.4g}", markup=False)
-        memory = memory_per_rank(recipe.model, recipe.parallel, args.world_size,
-                                 recipe.train.micro_batch_size, recipe.data.seq_len)  # fmt: skip
+        layout = recipe.parallel.layout(args.world_size)
+        memory = memory_per_rank(
+            recipe.model,
+            recipe.parallel,
+            args.world_size,
+            recipe.train.micro_batch_size,
+            recipe.data.seq_len,
+            recipe.train.accumulation(recipe.data.seq_len, layout.dp),
+        )
         _print_yaml({"per_rank_estimate": memory})
         return
     result = train(recipe.model, recipe.data, recipe.train, parallel=recipe.parallel)

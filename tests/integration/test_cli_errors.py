@@ -118,3 +118,29 @@ def test_console_script_exit_code(tmp_path) -> None:
     assert done.returncode == 2
     assert done.stderr.strip().startswith("error: config file not found")
     assert "Traceback" not in done.stderr
+
+
+SEVENTY_B = str(REPO / "recipes" / "llama-70b.yaml")
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        (["--world-size", "6", "--parallel.tp", "4"], "tp=4 = 4 do not divide the world size 6"),
+        (["--world-size", "8", "--parallel.dp_shard", "3"], "make 3 ranks, but the job has 8"),
+        (["--world-size", "8", "--train.global_batch_tokens", "1000000"],
+         "train.global_batch_tokens=1000000 is not a whole number of micro-batches"),
+    ],
+)  # fmt: skip
+def test_layouts_and_batches_that_do_not_divide(capsys, overrides, expected) -> None:
+    _fails_cleanly(capsys, ["train", "--config", SEVENTY_B, "--dry-run", *overrides], expected)
+
+
+def test_seventy_b_dry_run_prints_layout_params_and_memory(capsys) -> None:
+    argv = ["train", "--config", SEVENTY_B, "--dry-run", "--world-size", "256",
+            "--parallel.tp", "8", "--parallel.pp", "4"]  # fmt: skip
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "num_params: 70,553,706,496" in out
+    for line in ("pp: 4", "tp: 8", "dp_shard: 8", "world_size: 256", "total_gib:"):
+        assert line in out, line

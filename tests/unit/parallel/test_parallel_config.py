@@ -64,8 +64,26 @@ def test_memory_estimate_shards_state_and_names_the_layout() -> None:
     model = ModelConfig.named("7b", vocab_size=32000, max_seq_len=4096)
     one = memory_per_rank(model, ParallelConfig(), 1, micro_batch=1, seq_len=4096)
     many = memory_per_rank(model, ParallelConfig(dp_replicate=2), 16, micro_batch=1, seq_len=4096)
-    assert many["layout"] == {"dp_replicate": 2, "dp_shard": 8, "world_size": 16}
+    assert many["layout"] == {"pp": 1, "dp_replicate": 2, "dp_shard": 8, "tp": 1, "world_size": 16}
     assert many["params_per_rank"] == one["params"] // 8
     assert many["state_gib"] == pytest.approx(one["state_gib"] / 8, rel=0.01)
     assert one["state_gib"] == pytest.approx(one["params"] * 16 / 2**30, rel=0.01)
     assert many["activations_gib"] == one["activations_gib"]
+
+
+def test_memory_estimate_splits_state_over_tensor_and_pipeline_ranks() -> None:
+    from scifm.model import ModelConfig
+    from scifm.parallel.estimate import memory_per_rank
+
+    model = ModelConfig.named("70b")
+    plain = memory_per_rank(model, ParallelConfig(), 8, micro_batch=1, seq_len=8192)
+    split = memory_per_rank(model, ParallelConfig(tp=8, pp=4), 256, micro_batch=1,
+                            seq_len=8192, micro_batches_per_step=16)  # fmt: skip
+    assert split["layout"]["dp_shard"] == plain["layout"]["dp_shard"] == 8
+    # a quarter of the layers, an eighth of each matrix: ~1/32 of the state (plus embeddings)
+    assert plain["state_gib"] / 40 < split["state_gib"] < plain["state_gib"] / 25
+    # 1F1B keeps pp=4 micro-batches in flight on 20 of 80 layers, each split 8 ways (SP)
+    assert split["activations_gib"] == pytest.approx(plain["activations_gib"] / 8, rel=0.01)
+    checkpointed = memory_per_rank(model, ParallelConfig(tp=8, pp=4, activation_checkpoint="full"),
+                                   256, micro_batch=1, seq_len=8192)  # fmt: skip
+    assert checkpointed["activations_gib"] < split["activations_gib"] / 5
