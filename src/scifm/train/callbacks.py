@@ -1,5 +1,9 @@
 """Cross-cutting concerns of the training loop, as callbacks: metrics, checkpoints, progress.
 
+`MetricsCallback` owns what a run reports: the metric sinks (JSONL always; TensorBoard and
+W&B when `train.metrics` asks) and the live status line on rank 0, both fed the same
+record every `log_every` steps, with MFU from the device's peak (`train.hardware`).
+
 The loop itself only runs steps; everything that watches or persists a run hooks in here.
 A callback sees the trainer at the start, after every optimizer step (with that step's
 `StepStats`), and at the end (also when the run fails, so files are closed).
@@ -13,8 +17,9 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from scifm.core.progress import track
-from scifm.train.metrics import MetricsLog
+from scifm.core.progress import train_progress
+from scifm.train.hardware import mfu, peak_flops
+from scifm.train.sinks import MetricSink, close_sinks, open_sinks, write_sinks
 
 if TYPE_CHECKING:
     from scifm.train.run import Trainer
@@ -64,29 +69,43 @@ class _Window:
 
 
 class MetricsCallback(Callback):
-    """One record per `log_every` steps (and the last) to RUN/metrics.jsonl, on rank 0."""
+    """Records every `log_every` steps (and the last) to the sinks and the status line."""
 
     def __init__(self) -> None:
-        self.log: MetricsLog | None = None
+        self.sinks: list[MetricSink] = []
         self.window = _Window()
+        self._stack = contextlib.ExitStack()
+        self._line: Any = None
+        self._peak: float | None = None
 
     def on_train_start(self, trainer: Trainer) -> None:
+        cfg = trainer.cfg.metrics
+        self._line = self._stack.enter_context(
+            train_progress(trainer.total_steps, trainer.state.step, enabled=cfg.progress)
+        )
+        self._peak = peak_flops(trainer.device, trainer.compute_dtype)
         if trainer.is_main:
-            self.log = MetricsLog(trainer.metrics_path, resume_step=trainer.state.step)
+            self.sinks = open_sinks(cfg, trainer.run_dir, trainer.state.step,
+                                    trainer.run_config())  # fmt: skip
 
     def on_step_end(self, trainer: Trainer, stats: StepStats) -> None:
         self.window.add(stats)
         step = trainer.state.step
+        self._line.step(step, loss=stats.loss, lr=stats.lr)
         if step % trainer.cfg.log_every and step != trainer.total_steps:
             return
-        if self.log is not None:
-            self.log.write(_record(trainer, stats, self.window))
+        record = _record(trainer, stats, self.window)
+        record["mfu"] = mfu(record["achieved_flops"], self._peak, trainer.world_size)
+        write_sinks(self.sinks, record)
+        self._line.log(record)
         self.window = _Window()
 
     def on_train_end(self, trainer: Trainer) -> None:
-        if self.log is not None:
-            self.log.close()
-            self.log = None
+        try:
+            close_sinks(self.sinks)
+        finally:
+            self.sinks = []
+            self._stack.close()
 
 
 def _record(trainer: Trainer, stats: StepStats, window: _Window) -> dict[str, Any]:
@@ -126,24 +145,5 @@ class CheckpointCallback(Callback):
             trainer.save()
 
 
-class ProgressCallback(Callback):
-    """A progress bar with the latest loss, on rank 0 (silent elsewhere)."""
-
-    def __init__(self) -> None:
-        self._stack = contextlib.ExitStack()
-        self._bar: Any = None
-
-    def on_train_start(self, trainer: Trainer) -> None:
-        self._bar = self._stack.enter_context(track(trainer.total_steps, "train"))
-        self._bar.advance(trainer.state.step)
-
-    def on_step_end(self, trainer: Trainer, stats: StepStats) -> None:
-        self._bar.update(description=f"train loss {stats.loss:.3f}")
-        self._bar.advance(1)
-
-    def on_train_end(self, trainer: Trainer) -> None:
-        self._stack.close()
-
-
 def default_callbacks() -> list[Callback]:
-    return [MetricsCallback(), CheckpointCallback(), ProgressCallback()]
+    return [MetricsCallback(), CheckpointCallback()]

@@ -9,6 +9,7 @@ from pydantic import Field, model_validator
 from scifm.config import Config
 from scifm.core.errors import ScifmError
 from scifm.data.loader import BatchSchedule
+from scifm.train.sinks import MetricsConfig
 
 
 class BatchRampupConfig(Config):
@@ -67,6 +68,8 @@ class TrainConfig(Config):
     """Clip the global gradient norm to this value; null disables clipping."""
     log_every: int = Field(default=10, gt=0)
     """Steps between metric records."""
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+    """Where records go besides RUN/metrics.jsonl (TensorBoard, W&B) and the status line."""
     checkpoint_every: int | None = Field(default=None, gt=0)
     """Steps between checkpoints; a final checkpoint is always written."""
     device: Literal["auto", "cpu", "cuda", "xpu"] = "auto"

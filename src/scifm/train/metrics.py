@@ -2,6 +2,8 @@
 
 Lines are flushed as they are written so a crashed run keeps its history; a resumed run
 appends after the last complete line (records past the resume step are dropped first).
+This is the always-on sink of `scifm.train.sinks.open_sinks` (TensorBoard and W&B beside it)
+and the file `scifm plot` and the run summary read back.
 """
 
 from __future__ import annotations

@@ -40,6 +40,7 @@ from scifm.model import ModelConfig, build_model, count_params, flops_per_token
 from scifm.parallel import ParallelConfig
 from scifm.parallel.norms import clip_grad_norm
 from scifm.parallel.parallelize import build_mesh, data_parallel_rank, parallelize
+from scifm.parallel.pp import build_pipeline
 from scifm.train.callbacks import Callback, StepStats, default_callbacks
 from scifm.train.config import TrainConfig
 from scifm.train.loss import LanguageModelLoss
@@ -104,6 +105,7 @@ _FREE_TO_CHANGE = {
     "max_steps",
     "max_tokens",
     "log_every",
+    "metrics",
     "checkpoint_every",
     "data_workers",
 }
@@ -154,11 +156,17 @@ class Trainer:
         mixture = self.loader.sampler.mixture  # opened here: a bad file fails before the model
         self.metadata = {**metadata, "mixture_sha256": mixture_fingerprint(mixture)}
         self.model = build_model(model_cfg, device=self.device, seed=cfg.seed)
-        if self.mesh is not None:  # the same full init on every rank, then sharded
-            parallelize(self.model, parallel, self.mesh)
         self.model_parts: list[torch.nn.Module] = [self.model]
         self.runner: StepRunner = LocalRunner(self.model)
         self.pp_group: dist.ProcessGroup | None = None
+        if self.mesh is not None and parallel.pp > 1:  # self.model is pruned to this rank's stages
+            self.model_parts, self.runner = build_pipeline(
+                self.model, parallel, self.mesh, self.device,
+                cfg.accumulation(data_cfg.seq_len, self.dp_size),
+            )  # fmt: skip
+            self.pp_group = self.mesh["pp"].get_group()
+        elif self.mesh is not None:  # the same full init on every rank, then sharded
+            parallelize(self.model, parallel, self.mesh)
         self.optimizer = _make_optimizer(
             [p for part in self.model_parts for p in part.parameters()], cfg
         )
@@ -170,6 +178,21 @@ class Trainer:
     @property
     def metrics_path(self) -> Path:
         return self.run_dir / "metrics.jsonl"
+
+    @property
+    def world_size(self) -> int:
+        return dist.get_world_size() if dist.is_initialized() else 1
+
+    @property
+    def compute_dtype(self) -> torch.dtype:
+        """The dtype of the matmuls (the peak FLOP/s MFU is measured against)."""
+        return torch.bfloat16 if self.parallel.param_dtype == "bfloat16" else torch.float32
+
+    def run_config(self) -> dict[str, Any]:
+        """Every setting of the run, for the metric sinks (W&B's run config)."""
+        return {"model": self.model_cfg.to_dict(), "data": self.data_cfg.to_dict(),
+                "train": self.cfg.to_dict(), "parallel": self.parallel.to_dict(),
+                **self.metadata}  # fmt: skip
 
     def _make_loader(self, consumed_samples: int) -> TokenLoader:
         cfg = self.cfg

@@ -100,3 +100,18 @@ def test_batch_ramp_up_grows_the_batch_and_resumes_exactly(tmp_path, data, monke
     resumed = train(MODEL, data, split)
     assert resumed.last_loss == whole.last_loss and resumed.tokens_seen == whole.tokens_seen
     assert not math.isnan(resumed.last_loss)
+
+
+def test_trainer_feeds_every_enabled_sink_the_same_records(tmp_path, data) -> None:  # noqa: F811
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    cfg = TrainConfig.from_dict({**_cfg(tmp_path, 4).to_dict(),
+                                 "metrics": {"tensorboard": True}})  # fmt: skip
+    train(MODEL, data, cfg)
+    records = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [1, 2, 3, 4]
+    assert all(r["mfu"] is None and r["comm_wait_s"] >= 0 for r in records)  # CPU: no peak
+    events = EventAccumulator(str(tmp_path / "tensorboard"))
+    events.Reload()
+    losses = [(e.step, e.value) for e in events.Scalars("loss")]
+    assert losses == [(r["step"], pytest.approx(r["loss"])) for r in records]
