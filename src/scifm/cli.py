@@ -1,8 +1,8 @@
 """The `scifm` command: one subcommand per stage, thin wrappers over `scifm.stages`.
 
-Every subcommand takes `--config recipe.yaml`, dotted overrides (`--train.lr 3e-4` or
-`train.lr=3e-4`) and `--dry-run` (print the resolved, validated sections and exit). Bad
-input is reported as one line on stderr with exit code 2; no traceback.
+Every subcommand takes `--config recipe.yaml`, dotted overrides (`--train.optimizer.lr 3e-4`
+or `train.optimizer.lr=3e-4`) and `--dry-run` (print the resolved, validated sections and
+exit). Bad input is reported as one line on stderr with exit code 2; no traceback.
 """
 
 from __future__ import annotations
@@ -168,6 +168,11 @@ def cmd_train(args: argparse.Namespace, recipe: Recipe) -> None:
         flops = flops_per_token(recipe.model, recipe.data.seq_len)
         output.print(f"num_params: {num_params:,}\nflops_per_token: {flops:.4g}", markup=False)
         layout = recipe.parallel.layout(args.world_size)
+        if layout.pp > 1:
+            from scifm.parallel.pp import validate_pipeline
+
+            accumulation = recipe.train.accumulation(recipe.data.seq_len, layout.dp)
+            validate_pipeline(recipe.model, recipe.parallel, accumulation)
         memory = memory_per_rank(
             recipe.model,
             recipe.parallel,

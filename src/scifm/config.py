@@ -4,7 +4,8 @@ Every component owns its config class (a `Config` subclass defined next to the c
 configures). Configs forbid unknown fields, validate types and ranges where they are defined,
 and round-trip losslessly through YAML: `Cfg.from_yaml(p).to_yaml()` reloads to an equal object.
 
-Overrides use dotted paths, as on the command line: `train.lr=3e-4` or `--train.lr 3e-4`.
+Overrides use dotted paths, as on the command line: `train.optimizer.lr=3e-4` or
+`--train.optimizer.lr 3e-4`.
 Values are parsed as YAML scalars (`true`, `[1, 2]`, `null`), then validated by the model.
 Any problem becomes one `ScifmError` line naming the file, the field and the fix.
 """

@@ -31,6 +31,7 @@ from scifm.parallel import ParallelConfig
 from scifm.tokens.tokenizer import TokenizerConfig
 from scifm.tokens.writer import TokenizeConfig
 from scifm.train.config import TrainConfig
+from scifm.train.optim import OptimizerConfig
 
 DEMO_PROMPTS = (
     "The eigenvalues of a matrix",
@@ -64,7 +65,8 @@ def _demo_model() -> ModelConfig:
 
 def _demo_train() -> TrainConfig:
     return TrainConfig(
-        out_dir="runs/demo", micro_batch_size=16, max_tokens=600_000, lr=3e-3,
+        out_dir="runs/demo", micro_batch_size=16, max_tokens=600_000,
+        optimizer=OptimizerConfig(lr=3e-3),
         warmup_steps=10, log_every=5,
     )  # fmt: skip
 

@@ -29,8 +29,8 @@ pytestmark = pytest.mark.distributed
 
 MODEL = {"dim": 32, "num_layers": 2, "num_heads": 4, "num_kv_heads": 2, "vocab_size": 3000,
          "multiple_of": 32, "max_seq_len": 16}  # fmt: skip
-TRAIN = {"max_steps": 6, "lr": 2e-3, "warmup_steps": 2, "log_every": 1, "deterministic": True,
-         "eps": 1e-6,
+TRAIN = {"max_steps": 6, "warmup_steps": 2, "log_every": 1, "deterministic": True,
+         "optimizer": {"lr": 2e-3, "eps": 1e-6},
          "num_threads": 1}  # fmt: skip
 
 

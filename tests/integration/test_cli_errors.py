@@ -39,7 +39,8 @@ def test_malformed_yaml(capsys, tmp_path) -> None:
     ("override", "expected"),
     [
         ("train.lrr=1", "unknown field 'train.lrr'"),
-        ("train.lr=fast", "train.lr: Input should be a valid number"),
+        ("train.optimizer.lr=fast", "train.optimizer.lr: Input should be a valid number"),
+        ("train.lr=0.1", "train.lr is now train.optimizer.lr"),
         ("model.dim=-64", "model.dim"),
         ("model.num_layers=0", "model.num_layers"),
     ],
@@ -130,6 +131,9 @@ SEVENTY_B = str(REPO / "recipes" / "llama-70b.yaml")
         (["--world-size", "8", "--parallel.dp_shard", "3"], "make 3 ranks, but the job has 8"),
         (["--world-size", "8", "--train.global_batch_tokens", "1000000"],
          "train.global_batch_tokens=1000000 is not a whole number of micro-batches"),
+        (["--world-size", "128", "--parallel.pp", "32", "--parallel.pp_schedule",
+          "Interleaved1F1B", "--parallel.pp_stages_per_rank", "4"],
+         "= 128 stages but the model has 80 layers"),
     ],
 )  # fmt: skip
 def test_layouts_and_batches_that_do_not_divide(capsys, overrides, expected) -> None:
@@ -144,3 +148,8 @@ def test_seventy_b_dry_run_prints_layout_params_and_memory(capsys) -> None:
     assert "num_params: 70,553,706,496" in out
     for line in ("pp: 4", "tp: 8", "dp_shard: 8", "world_size: 256", "total_gib:"):
         assert line in out, line
+
+
+def test_tensor_parallel_without_a_launcher_is_one_clear_error(capsys) -> None:
+    _fails_cleanly(capsys, ["train", "--config", DEBUG, "--parallel.tp", "2"],
+                   "do not divide the world size 1")  # fmt: skip

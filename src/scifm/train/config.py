@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal, Self
+from typing import Any, ClassVar, Literal, Self
 
 from pydantic import Field, model_validator
 
 from scifm.config import Config
 from scifm.core.errors import ScifmError
 from scifm.data.loader import BatchSchedule
+from scifm.train.optim import OptimizerConfig
 from scifm.train.sinks import MetricsConfig
+
+_MOVED_TO_OPTIMIZER = ("lr", "beta1", "beta2", "eps", "weight_decay")
 
 
 class BatchRampupConfig(Config):
@@ -45,8 +48,8 @@ class TrainConfig(Config):
     """Optimizer steps to run; give this or max_tokens."""
     max_tokens: int | None = Field(default=None, gt=0)
     """Token budget; steps = ceil(max_tokens / tokens per step)."""
-    lr: float = Field(default=3e-3, gt=0)
-    """Peak learning rate."""
+    optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
+    """Algorithm (adamw, muon, sophiag), peak learning rate and its other hyperparameters."""
     lr_schedule: Literal["cosine", "wsd", "constant"] = "cosine"
     """After linear warmup: cosine decay; warmup-stable-decay (constant, then a decay over the
     last `decay_fraction` of steps); or constant."""
@@ -60,10 +63,6 @@ class TrainConfig(Config):
     """wsd: shape of the final decay ("1-sqrt": Hägele et al. 2024)."""
     z_loss_weight: float = Field(default=0.0, ge=0)
     """Weight of the z-loss, mean(logsumexp(logits)^2) (PaLM uses 1e-4); 0 disables it."""
-    weight_decay: float = Field(default=0.1, ge=0)
-    beta1: float = Field(default=0.9, ge=0, lt=1)
-    beta2: float = Field(default=0.95, ge=0, lt=1)
-    eps: float = Field(default=1e-8, gt=0)
     grad_clip: float | None = Field(default=1.0, gt=0)
     """Clip the global gradient norm to this value; null disables clipping."""
     log_every: int = Field(default=10, gt=0)
@@ -77,6 +76,17 @@ class TrainConfig(Config):
     """CPU threads for torch (None: torch's default)."""
     deterministic: bool = False
     """Ask torch for deterministic kernels."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _optimizer_fields_moved(cls, data: Any) -> Any:
+        moved = [key for key in _MOVED_TO_OPTIMIZER if isinstance(data, dict) and key in data]
+        if moved:
+            raise ValueError(
+                f"train.{moved[0]} is now train.optimizer.{moved[0]}; move "
+                f"{', '.join(moved)} under train.optimizer"
+            )
+        return data
 
     @model_validator(mode="after")
     def _one_budget(self) -> Self:

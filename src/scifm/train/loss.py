@@ -11,6 +11,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from scifm.train.sophia import gnb_loss
+
 
 class LanguageModelLoss:
     """Callable (logits [B, T, V], labels [B, T]) -> scalar loss to backpropagate."""
@@ -35,3 +37,19 @@ class LanguageModelLoss:
         mean = float(torch.stack(self._recorded).mean())
         self._recorded.clear()
         return mean
+
+
+class HessianProbeLoss:
+    """SophiaG's probe (`scifm.train.sophia.gnb_loss`) in the step runner's loss interface:
+    the labels it is given are ignored, its value is not logged."""
+
+    def __init__(self) -> None:
+        self._calls = 0
+
+    def __call__(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        self._calls += 1
+        return gnb_loss(logits)
+
+    def pop_mean(self) -> float | None:
+        calls, self._calls = self._calls, 0
+        return 0.0 if calls else None

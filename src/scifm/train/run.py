@@ -43,8 +43,9 @@ from scifm.parallel.parallelize import build_mesh, data_parallel_rank, paralleli
 from scifm.parallel.pp import build_pipeline
 from scifm.train.callbacks import Callback, StepStats, default_callbacks
 from scifm.train.config import TrainConfig
-from scifm.train.loss import LanguageModelLoss
+from scifm.train.loss import HessianProbeLoss, LanguageModelLoss
 from scifm.train.metrics import read_metrics
+from scifm.train.optim import build_optimizer, wants_hessian
 from scifm.train.schedule import lr_multiplier
 from scifm.train.step import LocalRunner, StepRunner
 
@@ -75,20 +76,6 @@ def _resolve_device(cfg: TrainConfig) -> torch.device:
     kind = device_type() if cfg.device == "auto" else cfg.device
     launch = detect_launch()
     return local_device(launch, kind) if launch.is_distributed else torch.device(kind)
-
-
-def _make_optimizer(params: list[torch.nn.Parameter], cfg: TrainConfig) -> torch.optim.AdamW:
-    """AdamW with weight decay on matrices only (not on norms, which are 1-D)."""
-    params = [p for p in params if p.requires_grad]
-    groups = [
-        {"params": [p for p in params if p.ndim >= 2], "weight_decay": cfg.weight_decay},
-        {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
-    ]
-    for group in groups:
-        group["peak_lr"] = cfg.lr
-    return torch.optim.AdamW(
-        groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps, foreach=True
-    )
 
 
 def _check_shapes(model_cfg: ModelConfig, seq_len: int) -> None:
@@ -149,6 +136,8 @@ class Trainer:
         if dist.is_initialized():
             self.mesh = build_mesh(parallel, dist.get_world_size(), self.device.type)
             self.dp_rank, self.dp_size = data_parallel_rank(self.mesh)
+        else:
+            parallel.layout(1)  # tp or pp > 1 without a launcher: one clear error
         self.is_main = not dist.is_initialized() or dist.get_rank() == 0
         _check_shapes(model_cfg, data_cfg.seq_len)
         self.batch_schedule = cfg.batch_schedule(data_cfg.seq_len, self.dp_size)
@@ -167,9 +156,7 @@ class Trainer:
             self.pp_group = self.mesh["pp"].get_group()
         elif self.mesh is not None:  # the same full init on every rank, then sharded
             parallelize(self.model, parallel, self.mesh)
-        self.optimizer = _make_optimizer(
-            [p for part in self.model_parts for p in part.parameters()], cfg
-        )
+        self.optimizer = build_optimizer(self.model_parts, cfg.optimizer)
         self.loss_fn = LanguageModelLoss(cfg.z_loss_weight)
         self.total_steps = cfg.total_steps(data_cfg.seq_len, self.dp_size)
         self.state = _State()
@@ -217,12 +204,14 @@ class Trainer:
         cfg, state = self.cfg, self.state
         multiplier = lr_multiplier(state.step, self.total_steps, cfg)
         for group in self.optimizer.param_groups:
-            group["lr"] = group.get("peak_lr", cfg.lr) * multiplier
+            group["lr"] = group["peak_lr"] * multiplier
         start = time.perf_counter()
         samples = self.loader.batch_size
         micro_batches = [m["tokens"].to(self.device, non_blocking=True)
                          for m in self.loader.next_step()]  # fmt: skip
         loaded = time.perf_counter()
+        if wants_hessian(self.optimizer, state.step):
+            self._refresh_hessian(micro_batches, samples)
         loss = self.runner.run(micro_batches, self.loss_fn)  # float(): waits for the device
         computed = time.perf_counter()
         loss = self._mean_over_ranks(loss)
@@ -237,11 +226,19 @@ class Trainer:
         if state.first_loss is None:
             state.first_loss = loss
         return StepStats(
-            loss=loss, lr=cfg.lr * multiplier, grad_norm=grad_norm, samples=samples,
+            loss=loss, lr=cfg.optimizer.lr * multiplier, grad_norm=grad_norm, samples=samples,
             tokens=samples * self.data_cfg.seq_len, data_s=loaded - start,
             compute_s=(computed - loaded) + (done - synced), comm_s=synced - computed,
             step_s=done - start,
         )  # fmt: skip
+
+    def _refresh_hessian(self, micro_batches: list[torch.Tensor], samples: int) -> None:
+        """SophiaG's Gauss-Newton-Bartlett estimate: one backward of the loss against labels
+        sampled from the model's own predictions, through the same runner (pipelines too)."""
+        self.optimizer.zero_grad(set_to_none=True)
+        self.runner.run(micro_batches, HessianProbeLoss())
+        self.optimizer.update_hessian(num_tokens=samples * self.data_cfg.seq_len)
+        self.optimizer.zero_grad(set_to_none=True)
 
     def _parameters(self) -> list[torch.nn.Parameter]:
         return [p for part in self.model_parts for p in part.parameters()]

@@ -18,6 +18,7 @@ from scifm.model import ModelConfig
 from scifm.tokens.writer import IndexedWriter
 from scifm.train import TrainConfig, train
 from scifm.train import run as run_module
+from scifm.train.optim import OptimizerConfig
 from scifm.train.schedule import warmup_cosine
 
 
@@ -53,7 +54,8 @@ MODEL = ModelConfig(dim=32, num_layers=2, num_heads=4, num_kv_heads=2, vocab_siz
 
 
 def _cfg(out: Path, steps: int, **extra) -> TrainConfig:
-    return TrainConfig(out_dir=str(out), max_steps=steps, micro_batch_size=4, lr=1e-2,
+    return TrainConfig(out_dir=str(out), max_steps=steps, micro_batch_size=4,
+                       optimizer=OptimizerConfig(lr=1e-2),
                        warmup_steps=2, log_every=1, **extra)  # fmt: skip
 
 

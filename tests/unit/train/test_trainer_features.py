@@ -115,3 +115,13 @@ def test_trainer_feeds_every_enabled_sink_the_same_records(tmp_path, data) -> No
     events.Reload()
     losses = [(e.step, e.value) for e in events.Scalars("loss")]
     assert losses == [(r["step"], pytest.approx(r["loss"])) for r in records]
+
+
+@pytest.mark.parametrize("name", ["muon", "sophiag"])
+def test_trainer_runs_each_optimizer(tmp_path, data, name) -> None:  # noqa: F811
+    """Muon and SophiaG through the real loop (SophiaG's Hessian refresh included)."""
+    cfg = TrainConfig.from_dict({**_cfg(tmp_path, 20).to_dict(),
+                                 "optimizer": {"name": name, "lr": 1e-2,
+                                               "sophia_hessian_every": 5}})  # fmt: skip
+    result = train(MODEL, data, cfg)
+    assert result.last_loss < result.first_loss - 0.5, (result.first_loss, result.last_loss)
