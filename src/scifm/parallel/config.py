@@ -64,9 +64,11 @@ class ParallelConfig(Config):
     dp_shard: int = Field(default=-1, ge=-1)
     """Ranks sharing one FSDP2 shard group; -1: every rank the other degrees leave."""
     tp: int = Field(default=1, gt=0)
-    """Tensor-parallel degree: attention heads and FFN columns split over this many ranks."""
+    """Tensor-parallel degree: query and key/value heads, FFN hidden units and vocabulary rows
+    split over this many ranks (each must be divisible by it); logits come out whole."""
     sequence_parallel: bool = True
-    """With tp > 1, also split norms and the residual stream along the sequence (less memory)."""
+    """With tp > 1, also split the norms and the residual stream along the sequence (less
+    activation memory; the sequence length must be divisible by tp). False: replicated."""
     pp: int = Field(default=1, gt=0)
     """Pipeline-parallel degree: stages of consecutive layers, one group of ranks each."""
     pp_schedule: PipelineSchedule = "1F1B"
@@ -74,9 +76,12 @@ class ParallelConfig(Config):
     pp_stages_per_rank: int = Field(default=1, gt=0)
     """Virtual stages per pipeline rank (Interleaved1F1B needs >= 2; the others need 1)."""
     activation_checkpoint: Literal["none", "full", "selective"] = "none"
-    """Recompute activations in backward: every block ("full"), or every other block."""
+    """Recompute activations in backward, every block: "full" keeps only each block's input;
+    "selective" keeps the outputs of the matmuls, attention and TP reduce-scatters and
+    recomputes the element-wise ops (norms, RoPE, SiLU) and all-gathers."""
     compile: bool = False
-    """torch.compile each transformer block (after TP and checkpointing, before FSDP2)."""
+    """torch.compile each transformer block in place (inductor; after TP and checkpointing,
+    before FSDP2). The first step pays the compile time."""
     param_dtype: Literal["float32", "bfloat16"] = "float32"
     """Dtype of parameters in forward/backward (FSDP2 mixed precision); masters stay fp32."""
     reduce_dtype: Literal["float32", "bfloat16"] = "float32"

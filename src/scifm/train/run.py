@@ -154,7 +154,7 @@ class Trainer:
                 cfg.accumulation(data_cfg.seq_len, self.dp_size),
             )  # fmt: skip
             self.pp_group = self.mesh["pp"].get_group()
-        elif self.mesh is not None:  # the same full init on every rank, then sharded
+        else:  # the same full init on every rank, then sharded (one process: AC, compile)
             parallelize(self.model, parallel, self.mesh)
         self.optimizer = build_optimizer(self.model_parts, cfg.optimizer)
         self.loss_fn = LanguageModelLoss(cfg.z_loss_weight)
