@@ -6,6 +6,7 @@ the single-process run's (4 accumulated micro-batches of 2). A pipeline run also
 from a single-process checkpoint (model and AdamW state saved whole, loaded into two
 stages) and finishes the run as the single process did. Under a batch-size ramp-up the
 micro-batch count grows from 2 to 4 mid-run and the runner rebuilds its schedule for it.
+pp=2 x tp=2 with sequence parallelism (four processes) reproduces the run too.
 """
 
 from __future__ import annotations
@@ -49,6 +50,15 @@ def test_pipeline_with_fsdp2_reproduces_the_single_process_run(setup) -> None:
     out = root / "pp2-fsdp2"
     parallel = {"pp": 2, "pp_schedule": "1F1B", "dp_shard": 2}
     run_torchrun("train_pp.py", 4, str(recipe), str(out), json.dumps(parallel), timeout=300)
+    assert_same_run(single, out)
+
+
+def test_pipeline_with_tensor_and_sequence_parallelism(setup) -> None:
+    """pp=2 x tp=2 (SP): a later stage receives sequence-split hidden states."""
+    root, config, single = setup
+    out = root / "pp2-tp2"
+    parallel = {"pp": 2, "pp_schedule": "1F1B", "tp": 2, "sequence_parallel": True}
+    run_torchrun("train_pp.py", 4, str(config), str(out), json.dumps(parallel), timeout=300)
     assert_same_run(single, out)
 
 

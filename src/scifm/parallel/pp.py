@@ -148,12 +148,6 @@ def validate_pipeline(
             "pipeline stage, which sit on different ranks; set model.tie_embeddings=false "
             "or parallel.pp=1"
         )
-    if cfg.pp > 1 and cfg.tp > 1 and cfg.sequence_parallel:
-        raise ScifmError(
-            "parallel.pp > 1 with tp > 1 cannot use sequence parallelism yet: a later stage "
-            "receives sequence-split activations and the model sizes RoPE from its input's "
-            "length; set parallel.sequence_parallel=false"
-        )
     if num_microbatches is not None:
         check_microbatches(cfg, num_microbatches)
 

@@ -90,8 +90,6 @@ def test_interleaved_ranks_hold_stages_in_loop_order() -> None:
          "GPipe runs one stage per rank"),
         (_model_cfg(tie_embeddings=True), ParallelConfig(pp=2),
          "tie_embeddings=true shares one weight .* set model.tie_embeddings=false"),
-        (_model_cfg(), ParallelConfig(pp=2, tp=2),
-         "tp > 1 cannot use sequence parallelism yet.*set parallel.sequence_parallel=false"),
     ],
 )  # fmt: skip
 def test_layouts_the_pipeline_cannot_run_are_one_line_errors(model, parallel, message) -> None:
