@@ -5,6 +5,10 @@ activation checkpointing are applied from outside (`scifm.parallel`) by module n
 names here (`wq`, `wk`, `wv`, `wo`, `w1`, `w2`, `w3`, `attention_norm`, `ffn_norm`) are part
 of the contract. Attention infers the number of local heads from tensor shapes, so it keeps
 working when tensor parallelism shards the projections.
+
+Speed (fp32 results unchanged): RMSNorm's backward is one hand-written autograd node, and
+RoPE rotates with whole-head tables (`rope_tables`, built once per model forward) and one
+swap of the halves instead of splitting, rotating and concatenating them.
 """
 
 from __future__ import annotations
@@ -18,6 +22,55 @@ from torch import nn
 from scifm.model.config import ModelConfig, RopeConvention
 
 
+class _RMSNormFunction(torch.autograd.Function):
+    """fp32 RMSNorm as one autograd node, with the same arithmetic as autograd's backward.
+
+    The forward is the module's formula. The backward performs, value for value, the
+    operations autograd runs through the formula's graph (mul, rsqrt, add, mean, pow), in
+    fewer kernels and without the six intermediate nodes, so the gradients are bit-identical.
+    `x` comes in twice (as `x * rstd` and as `x.pow(2)`): its two gradient terms are then
+    accumulated separately, in the order autograd's graph accumulates them.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, x_squared_input: torch.Tensor, weight: torch.Tensor,
+                eps: float) -> torch.Tensor:  # fmt: skip
+        rstd = torch.rsqrt(x_squared_input.pow(2).mean(-1, keepdim=True) + eps)
+        normed = x * rstd
+        ctx.save_for_backward(x, rstd, normed, weight)
+        return normed * weight
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        x, rstd, normed, weight = ctx.saved_tensors
+        grad_x = grad_squared_input = grad_weight = None
+        if ctx.needs_input_grad[2]:  # normed * weight, weight broadcast over the leading dims
+            grad_weight = (grad * normed).sum(dim=tuple(range(grad.dim() - 1)))
+        if ctx.needs_input_grad[0] or ctx.needs_input_grad[1]:
+            grad_normed = grad * weight
+            # x * rstd: the direct term, and rstd's gradient summed over the broadcast dim
+            grad_x = grad_normed * rstd
+            grad_rstd = (grad_normed * x).sum(-1, keepdim=True)
+            # rsqrt: -0.5 * g * rstd^3; mean: / dim; pow(2): g * (2 * x), where the doubling
+            # is exact, so it is applied to the per-row factor instead of to x
+            grad_mean = (-0.5 * grad_rstd * rstd.pow(3)) / x.shape[-1]
+            grad_squared_input = (grad_mean * 2) * x
+        return grad_x, grad_squared_input, grad_weight, None
+
+
+def _eager_plain_fp32(*tensors: torch.Tensor) -> bool:
+    """fp32 single-device tensors in eager mode: where the hand-written RMSNorm node applies.
+
+    Tensor subclasses (DTensor under FSDP2 / tensor parallelism) and torch.compile (which
+    traces the plain formula into its own fused kernel) take the formula instead. Checked by
+    type, so the model package needs no torch.distributed import.
+    """
+    if torch.compiler.is_compiling():
+        return False
+    return all(type(t) in (torch.Tensor, nn.Parameter) and t.dtype == torch.float32
+               for t in tensors)  # fmt: skip
+
+
 class RMSNorm(nn.Module):
     """x / sqrt(mean(x^2) + eps) * weight, computed in float32 and cast back."""
 
@@ -28,9 +81,12 @@ class RMSNorm(nn.Module):
         self.init_weights()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        weight = self.weight
+        if _eager_plain_fp32(x, weight):
+            return _RMSNormFunction.apply(x, x, weight, self.eps)
         x32 = x.float()
         normed = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
-        return normed.type_as(x) * self.weight
+        return normed.type_as(x) * weight
 
     def init_weights(self) -> None:
         nn.init.ones_(self.weight)
@@ -47,6 +103,15 @@ def precompute_rope(
     return angles.cos(), angles.sin()
 
 
+def rope_tables(cos: torch.Tensor, sin: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Whole-head tables for the "half" convention: `cat(cos, cos)` and `cat(-sin, sin)`.
+
+    [T, head_dim] each, from the [T, head_dim/2] tables of `precompute_rope`; `apply_rope`
+    takes either form for "half" (the model builds these once per forward).
+    """
+    return torch.cat((cos, cos), dim=-1), torch.cat((-sin, sin), dim=-1)
+
+
 def apply_rope(
     x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, convention: RopeConvention = "half"
 ) -> torch.Tensor:
@@ -54,7 +119,18 @@ def apply_rope(
 
     "half" pairs dimension i with i + head_dim/2; "interleaved" pairs 2i with 2i + 1.
     Pair i at position t is rotated by the angle whose cos/sin are `cos[t, i]`, `sin[t, i]`.
+    For "half", cos/sin may also be the [T, head_dim] tables of `rope_tables`.
     """
+    half = x.shape[-1] // 2
+    if convention == "half" and x.dtype == torch.float32:
+        if cos.shape[-1] == half:
+            cos, sin = rope_tables(cos, sin)
+        # (first, second) -> (first * cos - second * sin, second * cos + first * sin): the
+        # same products and sums as the two-half formula below, so the same fp32 values
+        swapped = x.unflatten(-1, (2, half)).flip(-2).flatten(-2)
+        return x * cos[:, None, :] + swapped * sin[:, None, :]
+    if cos.shape[-1] != half:  # whole-head tables: their first / second halves
+        cos, sin = cos[..., :half], sin[..., half:]
     cos = cos[None, :, None, :]
     sin = sin[None, :, None, :]
     x32 = x.float()
@@ -84,7 +160,9 @@ class Attention(nn.Module):
         self.wo = nn.Linear(cfg.num_heads * cfg.head_dim, cfg.dim, bias=False)
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        """x [B, T, dim]; cos/sin: RoPE tables with at least T rows (the first T are used)."""
         batch, seq_len, _ = x.shape
+        cos, sin = cos[:seq_len], sin[:seq_len]
         q = self.wq(x).view(batch, seq_len, -1, self.head_dim)
         k = self.wk(x).view(batch, seq_len, -1, self.head_dim)
         v = self.wv(x).view(batch, seq_len, -1, self.head_dim)

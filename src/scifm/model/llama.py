@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from scifm.model.config import ModelConfig
-from scifm.model.layers import RMSNorm, TransformerBlock, precompute_rope
+from scifm.model.layers import RMSNorm, TransformerBlock, precompute_rope, rope_tables
 
 
 class Llama(nn.Module):
@@ -50,7 +50,13 @@ class Llama(nn.Module):
                 "truncate the input or raise model.max_seq_len"
             )
         h = self.tok_embeddings(tokens) if self.tok_embeddings is not None else tokens
-        cos, sin = self.rope_cos[:seq_len], self.rope_sin[:seq_len]
+        # token ids are whole sequences; the hidden states a later pipeline stage receives may
+        # be split along the sequence (sequence parallelism), so it passes the whole tables
+        # and attention takes the rows of its (gathered) sequence
+        rows = seq_len if self.tok_embeddings is not None else self.cfg.max_seq_len
+        cos, sin = self.rope_cos[:rows], self.rope_sin[:rows]
+        if self.cfg.rope_convention == "half":
+            cos, sin = rope_tables(cos, sin)  # whole-head tables, built once for all layers
         for layer in self.layers.values():
             h = layer(h, cos, sin)
         if self.norm is not None:
