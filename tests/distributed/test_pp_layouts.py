@@ -37,7 +37,7 @@ def test_pipeline_resumes_a_single_process_checkpoint(setup) -> None:
     shutil.rmtree(latest_checkpoint(out).path)  # keep step 2; steps 3 and 4 run under pp=2
     assert latest_checkpoint(out).step == 2
     parallel = {"pp": 2, "pp_schedule": "1F1B"}
-    run_torchrun("train_pp.py", 2, str(config), str(out), json.dumps(parallel), timeout=300)
+    run_torchrun("train_layout.py", 2, str(config), str(out), json.dumps(parallel), timeout=300)
     assert_same_run(single, out)
 
 
@@ -49,7 +49,7 @@ def test_pipeline_with_fsdp2_reproduces_the_single_process_run(setup) -> None:
     recipe.write_text(yaml.safe_dump(sections))
     out = root / "pp2-fsdp2"
     parallel = {"pp": 2, "pp_schedule": "1F1B", "dp_shard": 2}
-    run_torchrun("train_pp.py", 4, str(recipe), str(out), json.dumps(parallel), timeout=300)
+    run_torchrun("train_layout.py", 4, str(recipe), str(out), json.dumps(parallel), timeout=300)
     assert_same_run(single, out)
 
 
@@ -58,7 +58,7 @@ def test_pipeline_with_tensor_and_sequence_parallelism(setup) -> None:
     root, config, single = setup
     out = root / "pp2-tp2"
     parallel = {"pp": 2, "pp_schedule": "1F1B", "tp": 2, "sequence_parallel": True}
-    run_torchrun("train_pp.py", 4, str(config), str(out), json.dumps(parallel), timeout=300)
+    run_torchrun("train_layout.py", 4, str(config), str(out), json.dumps(parallel), timeout=300)
     assert_same_run(single, out)
 
 
@@ -68,5 +68,5 @@ def test_pipeline_follows_a_batch_size_rampup(tmp_path) -> None:
     assert metrics(single, "batch_size") == [4, 4, 8, 8]  # 2, then 4 micro-batches of 2
     out = tmp_path / "pp"
     parallel = {"pp": 2, "pp_schedule": "1F1B"}
-    run_torchrun("train_pp.py", 2, str(config), str(out), json.dumps(parallel), timeout=300)
+    run_torchrun("train_layout.py", 2, str(config), str(out), json.dumps(parallel), timeout=300)
     assert_same_run(single, out)

@@ -96,7 +96,7 @@ def setup(tmp_path_factory):
 def test_pipeline_reproduces_the_single_process_run(setup, name, parallel) -> None:
     root, config, single = setup
     out = root / name
-    run_torchrun("train_pp.py", 2, str(config), str(out), json.dumps(parallel), timeout=300)
+    run_torchrun("train_layout.py", 2, str(config), str(out), json.dumps(parallel), timeout=300)
     assert_same_run(single, out)
     meta = json.loads((latest_checkpoint(out).path / "metadata.json").read_text())
     assert meta["consumed_samples"] == 4 * 8 and meta["parallel"]["pp"] == 2

@@ -70,7 +70,7 @@ def train_single_process(root: Path) -> tuple[DataConfig, Path]:
 def run_parallel(root: Path, data: DataConfig, name: str, nproc: int, micro_batch: int,
                  parallel: dict) -> Path:  # fmt: skip
     out = root / name
-    run_torchrun("train_tp.py", nproc, str(_recipe(root, data, micro_batch)), str(out),
+    run_torchrun("train_layout.py", nproc, str(_recipe(root, data, micro_batch)), str(out),
                  json.dumps(parallel), timeout=300)  # fmt: skip
     return out
 

@@ -77,7 +77,7 @@ def main() -> None:
             check_plan(mesh, tied, sequence_parallel)
     check_errors(mesh)
     dist.destroy_process_group()
-    gc.collect()  # see workers/train_tp.py: no gloo thread may be left to interpreter shutdown
+    gc.collect()  # as scifm.core.dist.shutdown_distributed: no gloo thread left to exit
 
 
 if __name__ == "__main__":

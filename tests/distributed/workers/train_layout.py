@@ -1,7 +1,8 @@
 """Worker: train the tiny recipe under the launcher's ranks with a given parallel layout.
 
 argv: CONFIG_YAML OUT_DIR PARALLEL_JSON (the YAML holds data, model, train sections; the JSON
-holds `ParallelConfig` fields, e.g. {"tp": 2, "dp_shard": 1, "sequence_parallel": true}).
+holds `ParallelConfig` fields, e.g. {"tp": 2, "sequence_parallel": true} or {"pp": 2}).
+Used by the tensor- and pipeline-parallel tests.
 """
 
 from __future__ import annotations
