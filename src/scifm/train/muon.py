@@ -45,11 +45,13 @@ replace `orthogonalised_update` alone.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any, Literal
 
 import torch
 from torch.distributed.tensor import DTensor, distribute_tensor
+
+from scifm.train.optim_base import PerParameterOptimizer
 
 NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
 
@@ -93,7 +95,7 @@ def orthogonalised_update(update: torch.Tensor, steps: int, dtype: torch.dtype) 
     return distribute_tensor(full, update.device_mesh, update.placements, src_data_rank=None)
 
 
-class Muon(torch.optim.Optimizer):
+class Muon(PerParameterOptimizer):
     """Muon on groups with `use_muon=True` (2-D matrices), AdamW on the other groups.
 
     Every group carries `lr` (set by the trainer each step) and `weight_decay`. Muon groups
@@ -125,18 +127,9 @@ class Muon(torch.optim.Optimizer):
             if group["use_muon"] and any(p.ndim != 2 for p in group["params"]):
                 raise ValueError("Muon groups take 2-D weight matrices only")
 
-    @torch.no_grad()
-    def step(self, closure: Callable[[], float] | None = None) -> float | None:
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            update = _muon_update if group["use_muon"] else _adamw_update
-            for param in group["params"]:
-                if param.grad is not None:
-                    update(param, param.grad, self.state[param], group)
-        return loss
+    def update(self, param: torch.Tensor, grad: torch.Tensor, group: dict[str, Any]) -> None:
+        rule = _muon_update if group["use_muon"] else _adamw_update
+        rule(param, grad, self.state[param], group)
 
 
 def _ns_dtype(param: torch.Tensor, group: dict[str, Any]) -> torch.dtype:

@@ -39,12 +39,14 @@ like the parameter (DTensors under FSDP2/TP), so checkpoints save and reshard th
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch.distributed.tensor import DTensor
+
+from scifm.train.optim_base import PerParameterOptimizer
 
 
 def gnb_loss(logits: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -62,7 +64,7 @@ def gnb_loss(logits: torch.Tensor, generator: torch.Generator | None = None) -> 
     return F.cross_entropy(flat, labels)
 
 
-class SophiaG(torch.optim.Optimizer):
+class SophiaG(PerParameterOptimizer):
     """Sophia with the Gauss-Newton-Bartlett Hessian estimator; see the module docstring."""
 
     def __init__(
@@ -98,17 +100,8 @@ class SophiaG(torch.optim.Optimizer):
                 hessian = self._state_of(param)["hessian"]
                 hessian.mul_(beta2).addcmul_(param.grad, param.grad, value=(1 - beta2) * num_tokens)
 
-    @torch.no_grad()
-    def step(self, closure: Callable[[], float] | None = None) -> float | None:
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            for param in group["params"]:
-                if param.grad is not None:
-                    _sophia_update(param, param.grad, self._state_of(param), group)
-        return loss
+    def update(self, param: torch.Tensor, grad: torch.Tensor, group: dict[str, Any]) -> None:
+        _sophia_update(param, grad, self._state_of(param), group)
 
     def _state_of(self, param: torch.Tensor) -> dict[str, torch.Tensor]:
         state = self.state[param]
