@@ -31,7 +31,7 @@ MODEL = {"dim": 32, "num_layers": 4, "num_heads": 4, "num_kv_heads": 2, "vocab_s
          "multiple_of": 32, "max_seq_len": 16}  # fmt: skip
 TRAIN = {"max_steps": 4, "warmup_steps": 2, "log_every": 1, "deterministic": True,
          "optimizer": {"lr": 2e-3, "eps": 1e-6}, "micro_batch_size": 2, "grad_accum_steps": 4,
-         "checkpoint_every": 2,
+         "checkpoint": {"every": 2},
          "grad_clip": 0.5, "num_threads": 1}  # fmt: skip
 
 

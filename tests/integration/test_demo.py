@@ -24,7 +24,7 @@ TINY = [
     "train.max_tokens=20480",
     "train.warmup_steps=4",
     "train.log_every=4",
-    "train.checkpoint_every=20",
+    "train.checkpoint.every=20",
     "demo.max_new_tokens=8",
 ]
 

@@ -38,6 +38,10 @@ class StepStats:
     compute_s: float
     comm_s: float
     step_s: float = 0.0
+    local_s: float = 0.0
+    """This rank's own compute (CPU seconds on CPU), the straggler detector's input."""
+    bad: bool = False
+    """The anomaly policy handled this step (its update was not applied)."""
 
 
 class Callback:
@@ -56,15 +60,20 @@ class _Window:
 
     def __init__(self) -> None:
         self.steps = 0
+        self.good_steps = 0
         self.totals = dict.fromkeys(("loss", "tokens", "data_s", "compute_s", "comm_s",
                                      "step_s"), 0.0)  # fmt: skip
 
     def add(self, stats: StepStats) -> None:
         self.steps += 1
+        self.good_steps += not stats.bad
         for key in self.totals:
-            self.totals[key] += getattr(stats, key)
+            if key != "loss" or not stats.bad:  # a NaN must not hide the good steps' loss
+                self.totals[key] += getattr(stats, key)
 
     def mean(self, key: str) -> float:
+        if key == "loss":
+            return self.totals[key] / self.good_steps if self.good_steps else float("nan")
         return self.totals[key] / max(1, self.steps)
 
 
@@ -125,6 +134,9 @@ def _record(trainer: Trainer, stats: StepStats, window: _Window) -> dict[str, An
         "compute_s": round(window.mean("compute_s"), 4),
         "comm_wait_s": round(window.mean("comm_s"), 5),
         "memory_mb": _memory_mb(trainer.device),
+        "bad_steps": trainer.state.bad_steps,
+        "skipped_steps": trainer.state.skipped_steps,
+        "rollbacks": trainer.state.rollbacks,
     }
 
 
@@ -137,11 +149,11 @@ def _memory_mb(device: torch.device) -> float:
 
 
 class CheckpointCallback(Callback):
-    """A checkpoint every `checkpoint_every` steps (the final one is the trainer's)."""
+    """A checkpoint every `checkpoint.every` steps (the final one is the trainer's)."""
 
     def on_step_end(self, trainer: Trainer, stats: StepStats) -> None:
-        every = trainer.cfg.checkpoint_every
-        if every and trainer.state.step % every == 0:
+        every, step = trainer.cfg.checkpoint.every, trainer.state.step
+        if every and step % every == 0 and trainer.saved_step != step:
             trainer.save()
 
 

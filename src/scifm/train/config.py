@@ -6,13 +6,40 @@ from typing import Any, ClassVar, Literal, Self
 
 from pydantic import Field, model_validator
 
+from scifm.checkpoint.config import CheckpointConfig
 from scifm.config import Config
 from scifm.core.errors import ScifmError
 from scifm.data.loader import BatchSchedule
+from scifm.train.anomaly import AnomalyConfig
 from scifm.train.optim import OptimizerConfig
 from scifm.train.sinks import MetricsConfig
 
-_MOVED_TO_OPTIMIZER = ("lr", "beta1", "beta2", "eps", "weight_decay")
+_MOVED = {
+    **{key: f"optimizer.{key}" for key in ("lr", "beta1", "beta2", "eps", "weight_decay")},
+    "checkpoint_every": "checkpoint.every",
+}
+
+
+class WatchdogConfig(Config):
+    """Hang detection: a step that overruns its deadline ends the job, naming the ranks that
+    did not arrive, so the launcher can restart it from the last checkpoint."""
+
+    step_timeout_s: float | None = Field(default=None, gt=0)
+    """Deadline of one optimizer step; null disables the watchdog."""
+    first_step_timeout_s: float | None = Field(default=None, gt=0)
+    """Deadline of the first step after (re)start, which compiles and warms up (default:
+    10 x step_timeout_s)."""
+    collective_timeout_s: float = Field(default=600.0, gt=0)
+    """Timeout of every collective of the process group (torch.distributed's own)."""
+
+
+class StragglerConfig(Config):
+    """Ranks whose own compute is slower than the median's by `factor` are reported."""
+
+    every: int | None = Field(default=50, gt=0)
+    """Steps between comparisons (one small all-gather); null disables the check."""
+    factor: float = Field(default=1.5, gt=1)
+    """A rank slower than this multiple of the median rank is a straggler."""
 
 
 class BatchRampupConfig(Config):
@@ -69,8 +96,14 @@ class TrainConfig(Config):
     """Steps between metric records."""
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     """Where records go besides RUN/metrics.jsonl (TensorBoard, W&B) and the status line."""
-    checkpoint_every: int | None = Field(default=None, gt=0)
-    """Steps between checkpoints; a final checkpoint is always written."""
+    checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
+    """Interval, retention, asynchronous saves and the signals that trigger a save."""
+    anomaly: AnomalyConfig = Field(default_factory=AnomalyConfig)
+    """NaN/inf and loss-spike detection and its policy: skip, stop or rollback."""
+    watchdog: WatchdogConfig = Field(default_factory=WatchdogConfig)
+    """Step deadline (hang detection) and the collective timeout."""
+    stragglers: StragglerConfig = Field(default_factory=StragglerConfig)
+    """Slow-rank detection: how often, and how much slower than the median."""
     device: Literal["auto", "cpu", "cuda", "xpu"] = "auto"
     num_threads: int | None = Field(default=None, gt=0)
     """CPU threads for torch (None: torch's default)."""
@@ -79,13 +112,11 @@ class TrainConfig(Config):
 
     @model_validator(mode="before")
     @classmethod
-    def _optimizer_fields_moved(cls, data: Any) -> Any:
-        moved = [key for key in _MOVED_TO_OPTIMIZER if isinstance(data, dict) and key in data]
+    def _fields_moved(cls, data: Any) -> Any:
+        moved = [key for key in _MOVED if isinstance(data, dict) and key in data]
         if moved:
-            raise ValueError(
-                f"train.{moved[0]} is now train.optimizer.{moved[0]}; move "
-                f"{', '.join(moved)} under train.optimizer"
-            )
+            new = _MOVED[moved[0]]
+            raise ValueError(f"train.{moved[0]} is now train.{new}; move it there")
         return data
 
     @model_validator(mode="after")

@@ -11,9 +11,11 @@ optimizer. Metrics, checkpoints and the progress bar are callbacks (`train.callb
 
 from __future__ import annotations
 
+import contextlib
+import math
 import statistics
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +24,13 @@ import torch.distributed as dist
 from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 
 import scifm
-from scifm.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from scifm.checkpoint import (
+    Checkpointer,
+    CheckpointInfo,
+    latest_checkpoint,
+    load_checkpoint,
+    load_rank_state,
+)
 from scifm.core.dist import (
     detect_launch,
     device_type,
@@ -32,7 +40,8 @@ from scifm.core.dist import (
 )
 from scifm.core.errors import ScifmError
 from scifm.core.logging import get_logger
-from scifm.core.seed import seed_everything, set_deterministic
+from scifm.core.seed import rng_state, seed_everything, set_deterministic, set_rng_state
+from scifm.core.version import code_version
 from scifm.data import DataConfig
 from scifm.data.loader import TokenLoader
 from scifm.data.mixture import mixture_fingerprint
@@ -41,11 +50,14 @@ from scifm.parallel import ParallelConfig
 from scifm.parallel.norms import clip_grad_norm
 from scifm.parallel.parallelize import build_mesh, data_parallel_rank, parallelize
 from scifm.parallel.pp import build_pipeline
+from scifm.train.anomaly import AnomalyDetector, TrainingStopped
 from scifm.train.callbacks import Callback, StepStats, default_callbacks
 from scifm.train.config import TrainConfig
+from scifm.train.faults import FaultInjector
 from scifm.train.loss import HessianProbeLoss, LanguageModelLoss
 from scifm.train.metrics import read_metrics
 from scifm.train.optim import build_optimizer, wants_hessian
+from scifm.train.preempt import Preempted, SignalFlag
 from scifm.train.schedule import lr_multiplier
 from scifm.train.step import LocalRunner, StepRunner
 
@@ -67,9 +79,19 @@ class TrainResult:
 
 @dataclass
 class _State:
+    """What a checkpoint's metadata carries besides the tensors."""
+
     step: int = 0
     tokens_seen: int = 0
     first_loss: float | None = None
+    bad_steps: int = 0
+    skipped_steps: int = 0
+    rollbacks: int = 0
+    skipped_samples: int = 0
+
+    def restore(self, meta: dict[str, Any]) -> None:
+        for name, value in asdict(_State()).items():
+            setattr(self, name, meta.get(name, value))
 
 
 def _resolve_device(cfg: TrainConfig) -> torch.device:
@@ -93,7 +115,10 @@ _FREE_TO_CHANGE = {
     "max_tokens",
     "log_every",
     "metrics",
-    "checkpoint_every",
+    "checkpoint",
+    "anomaly",
+    "watchdog",
+    "stragglers",
     "data_workers",
 }
 
@@ -103,7 +128,7 @@ def _comparable_train(settings: dict[str, Any]) -> dict[str, Any]:
     their defaults."""
     defaults = TrainConfig(max_steps=1).to_dict()
     merged = {**defaults, **settings}
-    return {k: v for k, v in merged.items() if k not in _FREE_TO_CHANGE}
+    return {k: v for k, v in merged.items() if k in defaults and k not in _FREE_TO_CHANGE}
 
 
 def _check_same_run(meta: dict[str, Any], trainer: Trainer) -> None:
@@ -138,12 +163,14 @@ class Trainer:
             self.dp_rank, self.dp_size = data_parallel_rank(self.mesh)
         else:
             parallel.layout(1)  # tp or pp > 1 without a launcher: one clear error
-        self.is_main = not dist.is_initialized() or dist.get_rank() == 0
+        self.rank = dist.get_rank() if dist.is_initialized() else 0
+        self.is_main = self.rank == 0
         _check_shapes(model_cfg, data_cfg.seq_len)
         self.batch_schedule = cfg.batch_schedule(data_cfg.seq_len, self.dp_size)
         self.loader = self._make_loader(consumed_samples=0)
         mixture = self.loader.sampler.mixture  # opened here: a bad file fails before the model
-        self.metadata = {**metadata, "mixture_sha256": mixture_fingerprint(mixture)}
+        self.metadata = {**metadata, "mixture_sha256": mixture_fingerprint(mixture),
+                         "tokenizer_sha256": mixture.tokenizer_sha256}  # fmt: skip
         self.model = build_model(model_cfg, device=self.device, seed=cfg.seed)
         self.model_parts: list[torch.nn.Module] = [self.model]
         self.runner: StepRunner = LocalRunner(self.model)
@@ -161,6 +188,14 @@ class Trainer:
         self.total_steps = cfg.total_steps(data_cfg.seq_len, self.dp_size)
         self.state = _State()
         self.flops_per_token = flops_per_token(model_cfg, data_cfg.seq_len)
+        self.checkpointer = Checkpointer(self.run_dir, cfg.checkpoint)
+        self.saved_step: int | None = None
+        self.anomaly = AnomalyDetector(cfg.anomaly)
+        self.faults = FaultInjector(self.rank)
+        self.signals = SignalFlag(cfg.checkpoint.save_on_signals)
+        self.stop_signal: int | None = None
+        self.watchdog = _make_watchdog(cfg, self.run_dir)
+        self.stragglers = _make_straggler_detector(cfg)
 
     @property
     def metrics_path(self) -> Path:
@@ -200,8 +235,12 @@ class Trainer:
         self.loader = self._make_loader(consumed_samples)
 
     def step(self) -> StepStats:
-        """One optimizer step over the next global batch."""
+        """One optimizer step over the next global batch (or a bad step handled by policy)."""
         cfg, state = self.cfg, self.state
+        number = state.step + 1
+        self.faults.at_step_start(number)
+        if self.watchdog is not None:
+            self.watchdog.step_started(number)
         multiplier = lr_multiplier(state.step, self.total_steps, cfg)
         for group in self.optimizer.param_groups:
             group["lr"] = group["peak_lr"] * multiplier
@@ -210,27 +249,87 @@ class Trainer:
         micro_batches = [m["tokens"].to(self.device, non_blocking=True)
                          for m in self.loader.next_step()]  # fmt: skip
         loaded = time.perf_counter()
+        local_start = _local_clock(self.device)
         if wants_hessian(self.optimizer, state.step):
             self._refresh_hessian(micro_batches, samples)
         loss = self.runner.run(micro_batches, self.loss_fn)  # float(): waits for the device
+        if self.faults.poison(number, self._parameters()):
+            loss = float("nan")
+        local_s = _local_clock(self.device) - local_start
         computed = time.perf_counter()
+        if self.watchdog is not None:
+            self.watchdog.arrived(number)
         loss = self._mean_over_ranks(loss)
         grad_norm = clip_grad_norm(self._parameters(), cfg.grad_clip, self.pp_group)
+        reason = self.anomaly.verdict(loss, grad_norm)
+        bad, self.stop_signal = self._agree(reason is not None, self.signals.received)
         synced = time.perf_counter()
-        self.optimizer.step()
+        if not bad:
+            self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         _wait_for(self.device)
         done = time.perf_counter()
         state.step += 1
         state.tokens_seen += samples * self.data_cfg.seq_len
-        if state.first_loss is None:
+        if bad:
+            self._bad_step(number, reason or "another rank saw a bad step")
+        elif state.first_loss is None:
             state.first_loss = loss
+        if self.stragglers is not None:
+            self.stragglers.record(local_s)
+            self.stragglers.check(number)
+        if self.watchdog is not None:
+            self.watchdog.step_finished(number)
+        self.checkpointer.poll()
         return StepStats(
             loss=loss, lr=cfg.optimizer.lr * multiplier, grad_norm=grad_norm, samples=samples,
             tokens=samples * self.data_cfg.seq_len, data_s=loaded - start,
             compute_s=(computed - loaded) + (done - synced), comm_s=synced - computed,
-            step_s=done - start,
+            step_s=done - start, local_s=local_s, bad=bad,
         )  # fmt: skip
+
+    def _agree(self, bad: bool, signal: int | None) -> tuple[bool, int | None]:
+        """Every rank takes the same branch: bad if any rank says so, and any rank's signal."""
+        flags = torch.tensor([int(bad), signal or 0], dtype=torch.int64)
+        if dist.is_initialized() and dist.get_world_size() > 1:
+            dist.all_reduce(flags, op=dist.ReduceOp.MAX)
+        return bool(flags[0]), int(flags[1]) or None
+
+    def _bad_step(self, number: int, reason: str) -> None:
+        """Apply the anomaly policy to step `number`, whose update was not applied."""
+        policy, state = self.cfg.anomaly, self.state
+        state.bad_steps += 1
+        if policy.policy == "stop" or (policy.policy == "rollback"
+                                       and state.rollbacks >= policy.max_rollbacks):  # fmt: skip
+            raise TrainingStopped(
+                f"step {number}: {reason}; stopping (train.anomaly.policy={policy.policy}"
+                f", {state.rollbacks} rollbacks); the last checkpoint is untouched"
+            )
+        if policy.policy == "skip":
+            state.skipped_steps += 1
+            log.warning("step %d: %s; update skipped (%d so far)", number, reason,
+                        state.skipped_steps)  # fmt: skip
+            return
+        self._rollback(number, reason)
+
+    def _rollback(self, number: int, reason: str) -> None:
+        """Reload the newest checkpoint, keep the data position after the bad batch."""
+        self.checkpointer.wait()
+        found = latest_checkpoint(self.run_dir, warn=self.is_main)
+        if found is None:
+            raise TrainingStopped(f"step {number}: {reason}; no checkpoint to roll back to "
+                                  "(set train.checkpoint.every)")  # fmt: skip
+        position, counters = self.loader.consumed_samples, asdict(self.state)
+        self._load(found)
+        skipped = position - self.loader.consumed_samples
+        self.state.restore({**counters, "step": self.state.step,
+                            "tokens_seen": self.state.tokens_seen,
+                            "first_loss": self.state.first_loss})  # fmt: skip
+        self.state.rollbacks += 1
+        self.state.skipped_samples += skipped
+        self.seek(position)
+        log.warning("step %d: %s; rolled back to step %d, stepping over %d samples",
+                    number, reason, self.state.step, skipped)  # fmt: skip
 
     def _refresh_hessian(self, micro_batches: list[torch.Tensor], samples: int) -> None:
         """SophiaG's Gauss-Newton-Bartlett estimate: one backward of the loss against labels
@@ -259,35 +358,58 @@ class Trainer:
         set_state_dict(self.model, self.optimizer, model_state_dict=state["model"],
                        optim_state_dict=state["optim"])  # fmt: skip
 
-    def save(self) -> Path:
-        meta = {
+    def checkpoint_metadata(self) -> dict[str, Any]:
+        return {
             **self.metadata,
-            "tokens_seen": self.state.tokens_seen,
-            "first_loss": self.state.first_loss,
+            **asdict(self.state),
             "consumed_samples": self.loader.consumed_samples,
+            "world_size": self.world_size,
             "model": self.model_cfg.to_dict(),
             "data": self.data_cfg.to_dict(),
             "train": self.cfg.to_dict(),
             "parallel": self.parallel.to_dict(),
             "rope_convention": self.model_cfg.rope_convention,
             "scifm_version": scifm.__version__,
+            "code_version": code_version(),
         }
-        return save_checkpoint(self.run_dir, self.state.step, self.checkpoint_state(), meta)
 
-    def resume(self) -> None:
-        """Continue from the latest checkpoint in the run directory, if there is one."""
-        found = latest_checkpoint(self.run_dir)
-        if found is None:
-            return
-        _check_same_run(found.metadata, self)
+    def save(self) -> Path:
+        """Checkpoint the current step (asynchronously when configured)."""
+        path = self.checkpointer.save(self.state.step, self.checkpoint_state(),
+                                      self.checkpoint_metadata(), rng_state())  # fmt: skip
+        self.saved_step = self.state.step
+        return path
+
+    def _load(self, found: CheckpointInfo) -> None:
+        """Model, optimizer, step counters, RNG and data position from a checkpoint."""
         state = self.checkpoint_state()
         meta = load_checkpoint(found.path, state)
         self.load_state(state)
-        self.state.step, self.state.tokens_seen = int(meta["step"]), int(meta["tokens_seen"])
-        self.state.first_loss = meta.get("first_loss")
+        self.state.restore(meta)
+        self.saved_step = self.state.step
+        self._restore_rng(found.path, meta)
         consumed = meta.get("consumed_samples")
         self.seek(int(consumed) if consumed is not None
                   else self.batch_schedule.position_after(self.state.step))  # fmt: skip
+
+    def _restore_rng(self, path: Path, meta: dict[str, Any]) -> None:
+        """Same world size: each rank's saved generators; otherwise a seed derived from the
+        step, so a resharded run is still reproducible."""
+        saved = (
+            load_rank_state(path, self.rank) if meta.get("world_size") == self.world_size else None
+        )
+        if saved is not None:
+            set_rng_state(saved)
+        else:
+            seed_everything(self.cfg.seed + self.state.step, self.rank)
+
+    def resume(self) -> None:
+        """Continue from the newest complete checkpoint in the run directory, if any."""
+        found = latest_checkpoint(self.run_dir, warn=self.is_main)
+        if found is None:
+            return
+        _check_same_run(found.metadata, self)
+        self._load(found)
         log.info("resumed from %s (step %d)", found.path, self.state.step)
 
 
@@ -295,6 +417,31 @@ def _wait_for(device: torch.device) -> None:
     """Let timestamps mean finished work on asynchronous devices."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def _local_clock(device: torch.device) -> float:
+    """This rank's own compute clock: process CPU time on CPU, where a rank blocked in a
+    collective accrues little; wall time on accelerators (see `train.stragglers`)."""
+    return time.process_time() if device.type == "cpu" else time.perf_counter()
+
+
+def _make_watchdog(cfg: TrainConfig, run_dir: Path) -> Any:
+    timeout = cfg.watchdog.step_timeout_s
+    if timeout is None:
+        return None
+    from scifm.train.watchdog import StepWatchdog
+
+    first = cfg.watchdog.first_step_timeout_s or 10 * timeout
+    return StepWatchdog(timeout, first_deadline_s=first, dump_dir=run_dir)
+
+
+def _make_straggler_detector(cfg: TrainConfig) -> Any:
+    every = cfg.stragglers.every
+    if every is None or not dist.is_initialized() or dist.get_world_size() == 1:
+        return None
+    from scifm.train.stragglers import StragglerDetector
+
+    return StragglerDetector(every, cfg.stragglers.factor)
 
 
 def train(
@@ -309,12 +456,13 @@ def train(
 
     Under torchrun / mpiexec / srun the ranks form the `parallel` layout; the data stream is
     the same global stream, sliced by data-parallel rank. `callbacks` replace the default
-    metrics, checkpoint and progress callbacks.
+    metrics, checkpoint and progress callbacks. Raises `Preempted` after saving when a
+    configured signal arrived, and `TrainingStopped` when the anomaly policy ends the run.
     """
     started = False
     if detect_launch().is_distributed and not dist.is_initialized():
         kind = device_type() if cfg.device == "auto" else cfg.device
-        init_distributed(device=kind)
+        init_distributed(timeout_s=cfg.watchdog.collective_timeout_s, device=kind)
         started = True
     try:
         return _train(model_cfg, data_cfg, cfg, metadata or {}, parallel or ParallelConfig(),
@@ -335,7 +483,15 @@ def _train(model_cfg: ModelConfig, data_cfg: DataConfig, cfg: TrainConfig,
     trainer = Trainer(model_cfg, data_cfg, cfg, metadata, parallel)
     trainer.run_dir.mkdir(parents=True, exist_ok=True)
     trainer.resume()
-    return _loop(trainer, callbacks)
+    if cfg.anomaly.policy == "rollback" and trainer.saved_step is None:
+        trainer.save()  # a rollback needs somewhere to go back to
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(trainer.signals)
+        stack.callback(trainer.checkpointer.close)
+        if trainer.watchdog is not None:
+            trainer.watchdog.start()
+            stack.callback(trainer.watchdog.stop)
+        return _loop(trainer, callbacks)
 
 
 def _loop(trainer: Trainer, callbacks: list[Callback]) -> TrainResult:
@@ -349,13 +505,17 @@ def _loop(trainer: Trainer, callbacks: list[Callback]) -> TrainResult:
             run_tokens += stats.tokens
             for callback in callbacks:
                 callback.on_step_end(trainer, stats)
+            if trainer.stop_signal is not None:
+                _save_and_stop(trainer)
     finally:
         for callback in callbacks:
             callback.on_train_end(trainer)
     if dist.is_initialized():
         dist.barrier()  # every rank reads the finished metrics file below
+    trainer.checkpointer.wait()
     latest = latest_checkpoint(trainer.run_dir)
     checkpoint = latest.path if latest and latest.step == state.step else trainer.save()
+    trainer.checkpointer.wait()
     elapsed = time.perf_counter() - run_start
     records = read_metrics(trainer.metrics_path)
     speed = (
@@ -363,14 +523,26 @@ def _loop(trainer: Trainer, callbacks: list[Callback]) -> TrainResult:
         if run_tokens
         else statistics.median([r["tokens_per_s"] for r in records] or [0.0])
     )
+    finite = [r["loss"] for r in records if math.isfinite(r["loss"])]
     return TrainResult(
         run_dir=trainer.run_dir,
         steps=state.step,
         tokens_seen=state.tokens_seen,
         first_loss=float(state.first_loss if state.first_loss is not None else "nan"),
-        last_loss=float(records[-1]["loss"]) if records else float("nan"),
+        last_loss=float(finite[-1]) if finite else float("nan"),
         tokens_per_s=speed,
         num_params=count_params(trainer.model_cfg),
         checkpoint=checkpoint,
         elapsed_s=elapsed,
     )
+
+
+def _save_and_stop(trainer: Trainer) -> None:
+    """A scheduler's signal reached some rank: save this step (all ranks), then stop."""
+    signum = trainer.stop_signal
+    assert signum is not None
+    if trainer.saved_step != trainer.state.step:
+        trainer.save()
+    trainer.checkpointer.wait()
+    path = latest_checkpoint(trainer.run_dir)
+    raise Preempted(signum, str(path.path if path else trainer.run_dir))

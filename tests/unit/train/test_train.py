@@ -7,15 +7,12 @@ import json
 import math
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
-from scifm.checkpoint import list_checkpoints
+from scifm.checkpoint import CheckpointConfig, list_checkpoints
 from scifm.core.errors import ScifmError
-from scifm.data import CorpusSource, DataConfig
 from scifm.model import ModelConfig
-from scifm.tokens.writer import IndexedWriter
 from scifm.train import TrainConfig, train
 from scifm.train import run as run_module
 from scifm.train.optim import OptimizerConfig
@@ -36,17 +33,6 @@ def test_budget_in_tokens_or_steps() -> None:
         TrainConfig.from_dict({})
     with pytest.raises(ScifmError, match="only one"):
         TrainConfig.from_dict({"max_steps": 1, "max_tokens": 5})
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory) -> DataConfig:
-    """A corpus with learnable structure: repeated arithmetic progressions."""
-    root = tmp_path_factory.mktemp("tokens")
-    with IndexedWriter(root / "seq", np.uint16) as writer:
-        for start in range(200):
-            writer.add_document([(start + 3 * i) % 60 + 2 for i in range(40)] + [1])
-    return DataConfig(corpora=[CorpusSource(name="seq", prefixes=[str(root / "seq")],
-                                            weight=1.0)], seq_len=32)  # fmt: skip
 
 
 MODEL = ModelConfig(dim=32, num_layers=2, num_heads=4, num_kv_heads=2, vocab_size=64,
@@ -79,10 +65,10 @@ def test_resume_after_a_crash_equals_uninterrupted_run(tmp_path, data, monkeypat
 
     monkeypatch.setattr(run_module.Trainer, "step", crash_at_step_six)
     with pytest.raises(RuntimeError, match="node failure"):
-        train(MODEL, data, _cfg(tmp_path / "split", 8, checkpoint_every=4))
+        train(MODEL, data, _cfg(tmp_path / "split", 8, checkpoint=CheckpointConfig(every=4)))
     monkeypatch.undo()
     assert [c.step for c in list_checkpoints(tmp_path / "split")] == [4]
-    resumed = train(MODEL, data, _cfg(tmp_path / "split", 8, checkpoint_every=4))
+    resumed = train(MODEL, data, _cfg(tmp_path / "split", 8, checkpoint=CheckpointConfig(every=4)))
     assert resumed.steps == 8 and [c.step for c in list_checkpoints(tmp_path / "split")] == [4, 8]
     lines = [(tmp_path / d / "metrics.jsonl").read_text() for d in ("whole", "split")]
     losses = [[json.loads(x)["loss"] for x in text.splitlines()] for text in lines]

@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 import torch.nn.functional as F
-from tests.unit.train.test_train import MODEL, _cfg, data  # noqa: F401 - the fixture
+from tests.unit.train.test_train import MODEL, _cfg
 
 from scifm.core.errors import ScifmError
 from scifm.train import TrainConfig, train
@@ -62,7 +62,7 @@ class _Batches(Callback):
         self.sizes.append(stats.samples)
 
 
-def test_accumulated_step_equals_one_big_micro_batch(tmp_path, data) -> None:  # noqa: F811
+def test_accumulated_step_equals_one_big_micro_batch(tmp_path, data) -> None:
     big = train(MODEL, data, _cfg(tmp_path / "big", 3, grad_accum_steps=1, deterministic=True))
     small = _cfg(tmp_path / "small", 3, deterministic=True).model_copy(
         update={"micro_batch_size": 2, "global_batch_tokens": 4 * 32}
@@ -71,7 +71,7 @@ def test_accumulated_step_equals_one_big_micro_batch(tmp_path, data) -> None:  #
     assert accumulated.last_loss == pytest.approx(big.last_loss, abs=1e-5)
 
 
-def test_batch_ramp_up_grows_the_batch_and_resumes_exactly(tmp_path, data, monkeypatch) -> None:  # noqa: F811
+def test_batch_ramp_up_grows_the_batch_and_resumes_exactly(tmp_path, data, monkeypatch) -> None:
     ramp = {"start_batch_size": 4, "increment": 4, "ramp_samples": 16}
     whole_cfg = _cfg(tmp_path / "whole", 7, grad_accum_steps=2).to_dict()
     cfg = TrainConfig.from_dict({**whole_cfg, "batch_rampup": ramp})
@@ -85,7 +85,7 @@ def test_batch_ramp_up_grows_the_batch_and_resumes_exactly(tmp_path, data, monke
     assert records[-1]["tokens_seen"] == sum(seen.sizes) * 32
 
     split = TrainConfig.from_dict({**cfg.to_dict(), "out_dir": str(tmp_path / "split"),
-                                   "checkpoint_every": 3})  # fmt: skip
+                                   "checkpoint": {"every": 3}})  # fmt: skip
     original = run_module.Trainer.step
 
     def crash_after_three(self):
@@ -102,7 +102,7 @@ def test_batch_ramp_up_grows_the_batch_and_resumes_exactly(tmp_path, data, monke
     assert not math.isnan(resumed.last_loss)
 
 
-def test_trainer_feeds_every_enabled_sink_the_same_records(tmp_path, data) -> None:  # noqa: F811
+def test_trainer_feeds_every_enabled_sink_the_same_records(tmp_path, data) -> None:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     cfg = TrainConfig.from_dict({**_cfg(tmp_path, 4).to_dict(),
@@ -118,7 +118,7 @@ def test_trainer_feeds_every_enabled_sink_the_same_records(tmp_path, data) -> No
 
 
 @pytest.mark.parametrize("name", ["muon", "sophiag"])
-def test_trainer_runs_each_optimizer(tmp_path, data, name) -> None:  # noqa: F811
+def test_trainer_runs_each_optimizer(tmp_path, data, name) -> None:
     """Muon and SophiaG through the real loop (SophiaG's Hessian refresh included)."""
     cfg = TrainConfig.from_dict({**_cfg(tmp_path, 20).to_dict(),
                                  "optimizer": {"name": name, "lr": 1e-2,
