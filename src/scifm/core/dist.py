@@ -221,15 +221,35 @@ def init_distributed(timeout_s: float = 600.0, device: str | None = None) -> Lau
     if kind != "cpu":
         local = local_device(info, kind)
         getattr(torch, kind).set_device(local)
-    init_method = rendezvous_init_method()
+    timeout = timedelta(seconds=timeout_s)
+    store = _restarted_agent_store(info.world_size, timeout)
     dist.init_process_group(
         backend=backend_for(kind),
-        init_method=init_method,
+        init_method=None if store is not None else rendezvous_init_method(),
+        store=store,
         rank=info.rank,
         world_size=info.world_size,
-        timeout=timedelta(seconds=timeout_s),
+        timeout=timeout,
     )
     return info
+
+
+def _restarted_agent_store(world_size: int, timeout: timedelta) -> torch.distributed.Store | None:
+    """After torchrun restarts its workers (`--max-restarts`), a key space of their own.
+
+    torchrun shares its rendezvous TCPStore with the workers, and a restarted worker can
+    read the previous attempt's gloo/NCCL addresses from it, then fail to connect
+    (pytorch/pytorch#135712). The restart count is the same for every worker of an attempt,
+    so prefixing the store with it keeps attempts apart. None: plain `init_method` rendezvous.
+    """
+    import torch.distributed as dist
+
+    attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+    if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True" or attempt == "0":
+        return None
+    client = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]),
+                           world_size, is_master=False, timeout=timeout)  # fmt: skip
+    return dist.PrefixStore(f"scifm/attempt-{attempt}", client)
 
 
 def shutdown_distributed() -> None:

@@ -1,0 +1,119 @@
+"""Chaos on gloo: a rank killed mid-run, a rank signalled alone, a NaN on one rank.
+
+Each job is `torchrun ... -m scifm.cli train` (the real command line, exit codes included).
+Faults come from `SCIFM_FAULT` (see `scifm.train.faults`); they fire in a job's first
+attempt only, so a restarted job runs clean. Every run is 2 ranks under FSDP2 in
+deterministic fp32.
+
+- SIGKILL of one rank at a random step; torchrun `--max-restarts 1` restarts both ranks,
+  which resume from the newest checkpoint: the final weights are bit-identical to an
+  uninterrupted run's.
+- SIGUSR1 to rank 1 only: both ranks agree, save that step and exit with 128 + 10; running
+  the job again finishes it, bit-identical to the uninterrupted run.
+- NaN gradients on rank 0 only: both ranks skip the same update and the run finishes.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from scifm.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint
+from scifm.data import CorpusSource, DataConfig
+from scifm.model import ModelConfig, build_model
+from tests.distributed.conftest import _clean_env
+from tests.unit.data.conftest import make_corpora
+
+pytestmark = pytest.mark.distributed
+
+MODEL = {"dim": 32, "num_layers": 2, "num_heads": 4, "num_kv_heads": 2, "vocab_size": 3000,
+         "multiple_of": 32, "max_seq_len": 16}  # fmt: skip
+TRAIN = {"max_steps": 8, "warmup_steps": 2, "log_every": 1, "deterministic": True,
+         "optimizer": {"lr": 2e-3, "eps": 1e-6}, "num_threads": 1, "micro_batch_size": 4,
+         "checkpoint": {"every": 2}, "stragglers": {"every": None}}  # fmt: skip
+
+
+def torchrun(config: Path, out: Path, fault: str = "", max_restarts: int = 0,
+             timeout: float = 300) -> subprocess.CompletedProcess:  # fmt: skip
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc-per-node", "2",
+        "--rdzv-backend", "c10d", "--rdzv-endpoint", "localhost:0",
+        "--max-restarts", str(max_restarts), "-m", "scifm.cli", "train", "--config",
+        str(config), "--out", str(out), "parallel.dp_shard=2",
+    ]  # fmt: skip
+    env = {**_clean_env(), "SCIFM_FAULT": fault}
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def _weights(run: Path) -> dict[str, torch.Tensor]:
+    model = build_model(ModelConfig.from_dict(MODEL), device="cpu", seed=None)
+    state = {"model": model.state_dict()}
+    load_checkpoint(latest_checkpoint(run).path, state)
+    return state["model"]
+
+
+def _assert_bit_identical(a: Path, b: Path) -> None:
+    expected, got = _weights(a), _weights(b)
+    for key, tensor in expected.items():
+        assert torch.equal(got[key], tensor), key
+
+
+@pytest.fixture(scope="module")
+def job(tmp_path_factory):
+    """The recipe, and the uninterrupted run every chaotic one is compared with."""
+    root = tmp_path_factory.mktemp("chaos")
+    corpora = make_corpora(root, docs_per_file=60)
+    sources = [CorpusSource(name=n, prefixes=p, weight=w)
+               for (n, p), w in zip(corpora.items(), (5, 3, 2), strict=True)]  # fmt: skip
+    data = DataConfig(corpora=sources, seq_len=16, shuffle_window_docs=8)
+    config = root / "recipe.yaml"
+    config.write_text(yaml.safe_dump({"data": data.to_dict(), "model": MODEL, "train": TRAIN}))
+    clean = root / "clean"
+    done = torchrun(config, clean)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return root, config, clean
+
+
+def test_sigkill_at_a_random_step_then_torchrun_restart_is_bit_identical(job) -> None:
+    root, config, clean = job
+    rng = random.Random()
+    step, rank = rng.randint(2, 8), rng.randint(0, 1)
+    out = root / f"killed-{step}-{rank}"
+    done = torchrun(config, out, fault=f"kill@{step}:rank={rank}", max_restarts=1)
+    assert done.returncode == 0, (step, rank, done.stderr[-3000:])
+    assert "failed (exitcode: -9)" in done.stderr, done.stderr[-2000:]  # killed, restarted
+    assert latest_checkpoint(out).step == 8
+    _assert_bit_identical(clean, out)
+
+
+def test_a_signal_to_one_rank_saves_on_every_rank_and_the_rerun_finishes(job) -> None:
+    root, config, clean = job
+    out = root / "preempted"
+    done = torchrun(config, out, fault="signal@3:rank=1,name=SIGUSR1")
+    assert done.returncode != 0
+    assert f"exitcode  : {128 + signal.SIGUSR1}" in done.stderr, done.stderr[-3000:]
+    assert "stopped by SIGUSR1 after saving" in done.stderr
+    assert [c.step for c in list_checkpoints(out)] == [2, 3]
+    again = torchrun(config, out)
+    assert again.returncode == 0, again.stderr[-3000:]
+    _assert_bit_identical(clean, out)
+
+
+def test_nan_on_one_rank_is_skipped_on_both(job) -> None:
+    root, config, _ = job
+    out = root / "nan"
+    done = torchrun(config, out, fault="nan@4:rank=0")
+    assert done.returncode == 0, done.stderr[-3000:]
+    records = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["bad_steps"] for r in records] == [0, 0, 0, 1, 1, 1, 1, 1]
+    assert records[-1]["skipped_steps"] == 1
+    weights = _weights(out)
+    assert all(torch.isfinite(w).all() for w in weights.values())
