@@ -18,6 +18,7 @@ from typing import Any
 
 from rich.table import Table
 
+from scifm.checkpoint import list_checkpoints
 from scifm.core.io import sha256_file, write_json, write_text
 from scifm.core.logging import get_logger, output
 from scifm.curate.demo import build_demo_corpora
@@ -113,6 +114,7 @@ def run_demo(recipe: Recipe, out: Path) -> dict[str, Any]:
     plot = plot_run(out)
     mixture = inspect_mixture(data_cfg, result.tokens_seen)
     report = _report(result, mixture, samples, plot)
+    report.update(_checkpoint_summary(out))
     write_json(out / "report.json", report)
     _print_summary(report)
     return report
@@ -138,12 +140,25 @@ def _report(result: TrainResult, mixture: dict, samples: list, plot: Path) -> di
     }
 
 
+def _checkpoint_summary(out: Path) -> dict[str, Any]:
+    """What retention kept, the size of one checkpoint, and the steps the anomaly policy
+    handled (0 in a healthy run)."""
+    kept = list_checkpoints(out)
+    final = kept[-1].metadata
+    return {
+        "checkpoints_kept": ", ".join(c.path.name for c in kept),
+        "checkpoint_mb": round(sum(final["files"].values()) / 2**20, 1),
+        "bad_steps": final["bad_steps"],
+    }
+
+
 def _print_summary(report: dict[str, Any]) -> None:
     table = Table(title="scifm demo", show_header=True)
     table.add_column("metric")
     table.add_column("value", justify="right")
     for key in ("num_params", "steps", "tokens_seen", "first_loss", "last_loss",
-                "tokens_per_s", "train_seconds", "checkpoint", "loss_plot"):  # fmt: skip
+                "tokens_per_s", "train_seconds", "checkpoint", "checkpoints_kept",
+                "checkpoint_mb", "bad_steps", "loss_plot"):  # fmt: skip
         table.add_row(key, str(report[key]))
     output.print(table)
     mixture = Table(title="data mixture (implicit blended sampler)")

@@ -23,6 +23,7 @@ from typing import Any, Self
 
 from pydantic import Field, field_validator, model_validator
 
+from scifm.checkpoint.config import CheckpointConfig
 from scifm.config import Config, apply_overrides
 from scifm.curate.demo import DemoCorpusConfig
 from scifm.data.mixture import DataConfig
@@ -68,6 +69,7 @@ def _demo_train() -> TrainConfig:
         out_dir="runs/demo", micro_batch_size=16, max_tokens=600_000,
         optimizer=OptimizerConfig(lr=3e-3),
         warmup_steps=10, log_every=5,
+        checkpoint=CheckpointConfig(every=50, keep_last=2),
     )  # fmt: skip
 
 

@@ -24,7 +24,7 @@ TINY = [
     "train.max_tokens=20480",
     "train.warmup_steps=4",
     "train.log_every=4",
-    "train.checkpoint.every=20",
+    "train.checkpoint.every=10",  # with keep_last 2: 10 and 20 are removed
     "demo.max_new_tokens=8",
 ]
 
@@ -48,11 +48,13 @@ def test_demo_writes_the_run_directory(demo_run: Path) -> None:
     records = [json.loads(x) for x in (demo_run / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == list(range(4, 41, 4))
     assert records[-1]["loss"] < records[0]["loss"]
+    assert report["checkpoints_kept"] == "step-00000030, step-00000040"
+    assert report["bad_steps"] == 0 and report["checkpoint_mb"] > 0
 
 
 def test_demo_checkpoints_are_complete(demo_run: Path) -> None:
     steps = sorted(p.name for p in (demo_run / "checkpoints").iterdir())
-    assert steps == ["step-00000020", "step-00000040"]
+    assert steps == ["step-00000030", "step-00000040"]  # retention kept the last two
     meta = json.loads((demo_run / "checkpoints" / steps[-1] / "metadata.json").read_text())
     assert meta["step"] == 40 and meta["rope_convention"] == "half"
     assert meta["model"]["dim"] == 64 and meta["tokens_seen"] == 20480
