@@ -4,7 +4,9 @@ under tensor parallelism (TP=2), and the resumed steps' losses equal the uninter
 The global batch is fixed in tokens (8 samples of 16), so each layout derives its own
 gradient accumulation (1 rank: 4 micro-batches of 2; 2 ranks: 2; 4 ranks: 1) and reads the
 same global stream from the saved consumed-sample count. DCP reshards model and AdamW state
-to the new layout; the losses agree to fp32 rounding.
+to the new layout; the losses agree to fp32 rounding. Every run saves asynchronously (DCP
+writing in the background over its own gloo group), so this also checks that those
+checkpoints are complete and exact.
 """
 
 from __future__ import annotations
@@ -29,7 +31,8 @@ MODEL = {"dim": 32, "num_layers": 2, "num_heads": 4, "num_kv_heads": 2, "vocab_s
          "multiple_of": 32, "max_seq_len": 16}  # fmt: skip
 TRAIN = {"max_steps": 6, "warmup_steps": 2, "log_every": 1, "deterministic": True,
          "optimizer": {"lr": 2e-3, "eps": 1e-6}, "num_threads": 1, "micro_batch_size": 2,
-         "global_batch_tokens": 8 * 16, "checkpoint": {"every": 3, "keep_last": None}, "stragglers": {"every": None}}  # fmt: skip
+         "global_batch_tokens": 8 * 16, "stragglers": {"every": None},
+         "checkpoint": {"every": 3, "keep_last": None, "async_save": True}}  # fmt: skip
 
 
 def _losses(run: Path) -> list[float]:
