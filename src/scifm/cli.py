@@ -238,16 +238,71 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--out", help="run directory (overrides train.out_dir)")
     train.add_argument("--world-size", type=int, default=1,
                        help="with --dry-run: ranks to plan the layout and memory for")  # fmt: skip
+    sub.add_parser("launch", help=LAUNCH_HELP, add_help=False)  # parsed by cmd_launch
     plot = add("plot", cmd_plot, "draw loss and throughput of RUN_DIR to PNG")
     plot.add_argument("run_dir")
     plot.add_argument("--out", help="PNG path (default RUN_DIR/loss.png)")
     return parser
 
 
+def _launch_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="scifm launch", description=LAUNCH_HELP)
+    parser.add_argument(
+        "--max-restarts",
+        type=int,
+        default=0,
+        help="restarts after a failed or idle attempt (default 0)",
+    )
+    parser.add_argument(
+        "--idle-timeout",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="stop an attempt that prints nothing for this long",
+    )
+    parser.add_argument(
+        "--kill-grace",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="SIGTERM to SIGKILL delay when stopping an attempt (default 30)",
+    )
+    parser.add_argument(
+        "--restart-delay",
+        type=float,
+        default=1.0,
+        metavar="SECONDS",
+        help="pause before a restart (default 1)",
+    )
+    parser.add_argument("--log", type=Path, help="also append the job's output to this file")
+    return parser
+
+
+LAUNCH_HELP = ("run a launcher command (torchrun, mpiexec, srun ...) with restarts and an "
+               "idle-output watchdog: `scifm launch [OPTIONS] -- COMMAND ...`")  # fmt: skip
+
+
+def cmd_launch(argv: Sequence[str]) -> int:
+    """`scifm launch [OPTIONS] -- COMMAND ...`: the command is passed on untouched."""
+    from scifm.core.launch import LaunchConfig, launch
+
+    items = list(argv)
+    split = items.index("--") if "--" in items else len(items)
+    args = _launch_parser().parse_args(items[:split])
+    return launch(LaunchConfig(
+        command=items[split + 1:], max_restarts=args.max_restarts,
+        idle_timeout_s=args.idle_timeout, kill_grace_s=args.kill_grace,
+        restart_delay_s=args.restart_delay, log=args.log,
+    ))  # fmt: skip
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     setup_logging()
+    arguments = list(sys.argv[1:] if argv is None else argv)
     try:
-        rest, overrides = split_overrides(sys.argv[1:] if argv is None else argv)
+        if arguments[:1] == ["launch"]:  # no recipe, no overrides: the rest is a command
+            return cmd_launch(arguments[1:])
+        rest, overrides = split_overrides(arguments)
         args = build_parser().parse_args(rest)
         recipe = _load(args, overrides)
         args.handler(args, recipe)

@@ -11,6 +11,9 @@ deterministic fp32.
 - SIGUSR1 to rank 1 only: both ranks agree, save that step and exit with 128 + 10; running
   the job again finishes it, bit-identical to the uninterrupted run.
 - NaN gradients on rank 0 only: both ranks skip the same update and the run finishes.
+- Rank 1 stalls in step 5 under `scifm launch`: the watchdog (3 s deadline) names rank 1
+  and ends the job within seconds; the relaunched job finishes, bit-identical.
+- Rank 2 of 3 burns 0.3 s of CPU per step: it is reported as a straggler, by rank and host.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import random
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -38,19 +42,26 @@ MODEL = {"dim": 32, "num_layers": 2, "num_heads": 4, "num_kv_heads": 2, "vocab_s
          "multiple_of": 32, "max_seq_len": 16}  # fmt: skip
 TRAIN = {"max_steps": 8, "warmup_steps": 2, "log_every": 1, "deterministic": True,
          "optimizer": {"lr": 2e-3, "eps": 1e-6}, "num_threads": 1, "micro_batch_size": 4,
-         "checkpoint": {"every": 2}, "stragglers": {"every": None}}  # fmt: skip
+         "checkpoint": {"every": 2}}  # fmt: skip
 
 
-def torchrun(config: Path, out: Path, fault: str = "", max_restarts: int = 0,
-             timeout: float = 300) -> subprocess.CompletedProcess:  # fmt: skip
-    command = [
-        sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc-per-node", "2",
-        "--rdzv-backend", "c10d", "--rdzv-endpoint", "localhost:0",
-        "--max-restarts", str(max_restarts), "-m", "scifm.cli", "train", "--config",
-        str(config), "--out", str(out), "parallel.dp_shard=2",
+def torchrun_command(config: Path, out: Path, *overrides: str, nproc: int = 2,
+                     max_restarts: int = 0) -> list[str]:  # fmt: skip
+    return [
+        sys.executable, "-m", "torch.distributed.run", "--nnodes", "1",
+        "--nproc-per-node", str(nproc), "--rdzv-backend", "c10d", "--rdzv-endpoint",
+        "localhost:0", "--max-restarts", str(max_restarts), "-m", "scifm.cli", "train",
+        "--config", str(config), "--out", str(out), f"parallel.dp_shard={nproc}", *overrides,
     ]  # fmt: skip
+
+
+def run(command: list[str], fault: str = "", timeout: float = 300) -> subprocess.CompletedProcess:
     env = {**_clean_env(), "SCIFM_FAULT": fault}
     return subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def torchrun(config: Path, out: Path, fault: str = "", max_restarts: int = 0):
+    return run(torchrun_command(config, out, max_restarts=max_restarts), fault)
 
 
 def _weights(run: Path) -> dict[str, torch.Tensor]:
@@ -117,3 +128,43 @@ def test_nan_on_one_rank_is_skipped_on_both(job) -> None:
     assert records[-1]["skipped_steps"] == 1
     weights = _weights(out)
     assert all(torch.isfinite(w).all() for w in weights.values())
+
+
+def test_a_stalled_rank_is_named_and_the_relaunched_job_finishes(job) -> None:
+    root, config, clean = job
+    out = root / "hang"
+    command = [sys.executable, "-m", "scifm.cli", "launch", "--max-restarts", "1",
+               "--restart-delay", "0", "--",
+               *torchrun_command(config, out, "train.watchdog.step_timeout_s=3")]  # fmt: skip
+    start = time.monotonic()
+    done = run(command, fault="sleep@5:rank=1,seconds=300")
+    elapsed = time.monotonic() - start
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output[-4000:]
+    assert "watchdog: step 5 exceeded its 3s deadline" in output, output[-4000:]
+    assert "stalled ranks: 1 (host" in output and "loading data" in output, output[-4000:]
+    print(next(line for line in output.splitlines() if "watchdog: step 5" in line))
+    assert "attempt 0 exited with code 1; restarting (1 of 1)" in output, output[-4000:]
+    assert elapsed < 100, elapsed  # the stall alone would take 300 s
+    stacks = (out / "stacks-rank1.txt").read_text()  # the main thread, caught in the stall
+    assert "in at_step_start" in stacks and "in _dump_stacks" in stacks, stacks
+    assert latest_checkpoint(out).step == 8
+    _assert_bit_identical(clean, out)
+
+
+def test_a_slow_rank_is_reported_as_a_straggler(job) -> None:
+    root, config, _ = job
+    out = root / "slow"
+    command = torchrun_command(
+        config,
+        out,
+        "train.stragglers.every=3",
+        "train.stragglers.factor=2",
+        "train.max_steps=6",
+        nproc=3,
+    )
+    done = run(command, fault="slow@1:rank=2,seconds=0.3")
+    assert done.returncode == 0, done.stderr[-3000:]
+    reports = [line for line in done.stderr.splitlines() if "stragglers at step" in line]
+    assert len(reports) == 2 and all("rank 2 (host" in line for line in reports), reports
+    assert not any("rank 0 (" in line or "rank 1 (" in line for line in reports), reports

@@ -31,7 +31,7 @@ MODEL = {"dim": 32, "num_layers": 2, "num_heads": 4, "num_kv_heads": 2, "vocab_s
          "multiple_of": 32, "max_seq_len": 16}  # fmt: skip
 TRAIN = {"max_steps": 6, "warmup_steps": 2, "log_every": 1, "deterministic": True,
          "optimizer": {"lr": 2e-3, "eps": 1e-6}, "num_threads": 1, "micro_batch_size": 2,
-         "global_batch_tokens": 8 * 16, "stragglers": {"every": None},
+         "global_batch_tokens": 8 * 16,
          "checkpoint": {"every": 3, "keep_last": None, "async_save": True}}  # fmt: skip
 
 

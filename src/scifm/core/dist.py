@@ -120,8 +120,9 @@ def device_type() -> str:
 
 
 def backend_for(device: str) -> str:
-    """nccl on CUDA, xccl on Intel XPU, gloo on CPU."""
-    backends = {"cuda": "nccl", "xpu": "xccl", "cpu": "gloo"}
+    """nccl on CUDA, xccl on Intel XPU, gloo on CPU; accelerators also get gloo for CPU
+    tensors (the loss average, the anomaly and signal flags, straggler times)."""
+    backends = {"cuda": "cpu:gloo,cuda:nccl", "xpu": "cpu:gloo,xpu:xccl", "cpu": "gloo"}
     if device not in backends:
         raise ScifmError(f"unknown device type {device!r}; use one of {sorted(backends)}")
     return backends[device]

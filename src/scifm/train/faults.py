@@ -98,15 +98,18 @@ class FaultInjector:
         return due
 
     def at_step_start(self, step: int) -> None:
-        for fault in self._due(("kill", "sleep", "signal", "slow"), step):
+        for fault in self._due(("kill", "sleep", "signal"), step):
             if fault.kind == "kill":
                 os.kill(os.getpid(), signal.SIGKILL)
             elif fault.kind == "signal":
                 os.kill(os.getpid(), signal.Signals[fault.name])
-            elif fault.kind == "sleep":
-                time.sleep(fault.seconds)
             else:
-                _burn_cpu(fault.seconds)
+                time.sleep(fault.seconds)
+
+    def in_compute(self, step: int) -> None:
+        """Inside the step's forward/backward time: a rank that computes slowly."""
+        for fault in self._due(("slow",), step):
+            _burn_cpu(fault.seconds)
 
     def poison(self, step: int, parameters: list[torch.nn.Parameter]) -> bool:
         """Turn this step's gradients to NaN (as a bad batch or overflow would); True if so."""

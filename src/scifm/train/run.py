@@ -195,6 +195,8 @@ class Trainer:
         self.signals = SignalFlag(cfg.checkpoint.save_on_signals)
         self.stop_signal: int | None = None
         self.watchdog = _make_watchdog(cfg, self.run_dir)
+        if self.watchdog is not None:
+            self.watchdog.watch(self.model_parts, _blocks(self.model_parts))
         self.stragglers = _make_straggler_detector(cfg)
 
     @property
@@ -238,9 +240,9 @@ class Trainer:
         """One optimizer step over the next global batch (or a bad step handled by policy)."""
         cfg, state = self.cfg, self.state
         number = state.step + 1
-        self.faults.at_step_start(number)
         if self.watchdog is not None:
             self.watchdog.step_started(number)
+        self.faults.at_step_start(number)
         multiplier = lr_multiplier(state.step, self.total_steps, cfg)
         for group in self.optimizer.param_groups:
             group["lr"] = group["peak_lr"] * multiplier
@@ -253,6 +255,7 @@ class Trainer:
         if wants_hessian(self.optimizer, state.step):
             self._refresh_hessian(micro_batches, samples)
         loss = self.runner.run(micro_batches, self.loss_fn)  # float(): waits for the device
+        self.faults.in_compute(number)
         if self.faults.poison(number, self._parameters()):
             loss = float("nan")
         local_s = _local_clock(self.device) - local_start
@@ -435,6 +438,11 @@ def _make_watchdog(cfg: TrainConfig, run_dir: Path) -> Any:
     return StepWatchdog(timeout, first_deadline_s=first, dump_dir=run_dir)
 
 
+def _blocks(parts: list[torch.nn.Module]) -> list[torch.nn.Module]:
+    """The transformer blocks held by this rank (pipeline stages hold some of them)."""
+    return [block for part in parts if hasattr(part, "layers") for block in part.layers.values()]
+
+
 def _make_straggler_detector(cfg: TrainConfig) -> Any:
     every = cfg.stragglers.every
     if every is None or not dist.is_initialized() or dist.get_world_size() == 1:
@@ -487,11 +495,12 @@ def _train(model_cfg: ModelConfig, data_cfg: DataConfig, cfg: TrainConfig,
         trainer.save()  # a rollback needs somewhere to go back to
     with contextlib.ExitStack() as stack:
         stack.enter_context(trainer.signals)
-        stack.callback(trainer.checkpointer.close)
         if trainer.watchdog is not None:
             trainer.watchdog.start()
             stack.callback(trainer.watchdog.stop)
-        return _loop(trainer, callbacks)
+        result = _loop(trainer, callbacks)
+    trainer.checkpointer.close()  # a collective: not on the way out of a failure
+    return result
 
 
 def _loop(trainer: Trainer, callbacks: list[Callback]) -> TrainResult:

@@ -66,7 +66,8 @@ def test_inconsistent_variables_are_a_clear_error(env: dict[str, str]) -> None:
 
 
 def test_backend_by_device() -> None:
-    assert [backend_for(d) for d in ("cuda", "xpu", "cpu")] == ["nccl", "xccl", "gloo"]
+    assert [backend_for(d) for d in ("cuda", "xpu", "cpu")] == [
+        "cpu:gloo,cuda:nccl", "cpu:gloo,xpu:xccl", "gloo"]  # fmt: skip
     with pytest.raises(ScifmError, match="unknown device"):
         backend_for("tpu")
 
