@@ -5,6 +5,9 @@
 #
 #   qsub -v RECIPE=recipes/llama-1b.yaml,OVERRIDES="--parallel.dp_shard 12" scripts/pbs_mpiexec.sh
 #
+# Long jobs: `scifm launch` restarts a failed or hung attempt (the trainer resumes from its
+# newest complete checkpoint) and forwards PBS's SIGTERM at the walltime, on which every
+# rank saves and exits; the step watchdog names a stalled rank instead of hanging.
 # Edit the #PBS lines for your allocation (queue, project, filesystems, walltime).
 #PBS -N scifm
 #PBS -l select=2
@@ -24,5 +27,7 @@ NRANKS=$((NNODES * PPN))
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-8}
 
 # --cpu-bind: adjust to your node's layout (Aurora example: list of cores per rank).
-mpiexec -n "${NRANKS}" --ppn "${PPN}" --cpu-bind depth -d "${OMP_NUM_THREADS}" \
-  python -m scifm.cli train --config "${RECIPE:?set RECIPE=...}" ${OVERRIDES:-}
+python -m scifm.cli launch --max-restarts 3 --idle-timeout 1800 -- \
+  mpiexec -n "${NRANKS}" --ppn "${PPN}" --cpu-bind depth -d "${OMP_NUM_THREADS}" \
+  python -m scifm.cli train --config "${RECIPE:?set RECIPE=...}" \
+  --train.watchdog.step_timeout_s 900 ${OVERRIDES:-}

@@ -10,7 +10,8 @@ deterministic fp32.
   uninterrupted run's.
 - SIGUSR1 to rank 1 only: both ranks agree, save that step and exit with 128 + 10; running
   the job again finishes it, bit-identical to the uninterrupted run.
-- NaN gradients on rank 0 only: both ranks skip the same update and the run finishes.
+- NaN gradients on rank 0 only: both ranks apply the same policy (skip the update, stop
+  with exit code 4, or roll back to the last checkpoint and step over the bad batch).
 - Rank 1 stalls in step 5 under `scifm launch`: the watchdog (3 s deadline) names rank 1
   and ends the job within seconds; the relaunched job finishes, bit-identical.
 - Rank 2 of 3 burns 0.3 s of CPU per step: it is reported as a straggler, by rank and host.
@@ -118,14 +119,27 @@ def test_a_signal_to_one_rank_saves_on_every_rank_and_the_rerun_finishes(job) ->
     _assert_bit_identical(clean, out)
 
 
-def test_nan_on_one_rank_is_skipped_on_both(job) -> None:
+@pytest.mark.parametrize("policy", ["skip", "stop", "rollback"])
+def test_nan_on_one_rank_is_handled_by_the_policy_on_both(job, policy) -> None:
     root, config, _ = job
-    out = root / "nan"
-    done = torchrun(config, out, fault="nan@4:rank=0")
+    out = root / f"nan-{policy}"
+    command = torchrun_command(config, out, f"train.anomaly.policy={policy}")
+    done = run(command, fault="nan@5:rank=0")
+    metas = [c.metadata for c in list_checkpoints(out)]
+    if policy == "stop":
+        assert f"exitcode  : {4}" in done.stderr and "step 5: loss is nan" in done.stderr
+        assert [m["step"] for m in metas] == [2, 4]  # nothing saved after the bad step
+        return
     assert done.returncode == 0, done.stderr[-3000:]
     records = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
-    assert [r["bad_steps"] for r in records] == [0, 0, 0, 1, 1, 1, 1, 1]
-    assert records[-1]["skipped_steps"] == 1
+    assert records[4]["bad_steps"] == 1 and records[-1]["step"] == 8
+    final = metas[-1]
+    assert final["step"] == 8 and final["bad_steps"] == 1
+    if policy == "skip":
+        assert final["skipped_steps"] == 1 and final["consumed_samples"] == 8 * 8
+    else:  # back to step 4, the batch of step 5 stepped over: one batch more consumed
+        assert final["rollbacks"] == 1 and final["consumed_samples"] == 9 * 8
+        assert [r["step"] for r in records] == [1, 2, 3, 4, 4, 5, 6, 7, 8]
     weights = _weights(out)
     assert all(torch.isfinite(w).all() for w in weights.values())
 

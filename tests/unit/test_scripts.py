@@ -17,3 +17,4 @@ def test_template_is_valid_bash_and_runs_scifm_train(name: str, launcher: str) -
     subprocess.run(["bash", "-n", str(path)], check=True)
     text = path.read_text()
     assert f"{launcher} " in text and "python -m scifm.cli train --config" in text
+    assert "python -m scifm.cli launch --max-restarts" in text  # restarts resume the run
