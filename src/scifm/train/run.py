@@ -318,7 +318,7 @@ class Trainer:
     def _rollback(self, number: int, reason: str) -> None:
         """Reload the newest checkpoint, keep the data position after the bad batch."""
         self.checkpointer.wait()
-        found = latest_checkpoint(self.run_dir, warn=self.is_main)
+        found = self._newest_checkpoint()
         if found is None:
             raise TrainingStopped(f"step {number}: {reason}; no checkpoint to roll back to "
                                   "(set train.checkpoint.every)")  # fmt: skip
@@ -367,6 +367,7 @@ class Trainer:
             **asdict(self.state),
             "consumed_samples": self.loader.consumed_samples,
             "world_size": self.world_size,
+            "global_batch": self.batch_schedule.final,
             "model": self.model_cfg.to_dict(),
             "data": self.data_cfg.to_dict(),
             "train": self.cfg.to_dict(),
@@ -406,13 +407,26 @@ class Trainer:
         else:
             seed_everything(self.cfg.seed + self.state.step, self.rank)
 
+    def _newest_checkpoint(self) -> CheckpointInfo | None:
+        """Rank 0 scans the run directory and tells the others (no metadata storm on a
+        parallel filesystem from thousands of ranks listing the same files)."""
+        found = [latest_checkpoint(self.run_dir, warn=True) if self.is_main else None]
+        if dist.is_initialized() and dist.get_world_size() > 1:
+            dist.broadcast_object_list(found, src=0)
+        return found[0]
+
     def resume(self) -> None:
         """Continue from the newest complete checkpoint in the run directory, if any."""
-        found = latest_checkpoint(self.run_dir, warn=self.is_main)
+        found = self._newest_checkpoint()
         if found is None:
             return
         _check_same_run(found.metadata, self)
         self._load(found)
+        saved_batch = found.metadata.get("global_batch")
+        if saved_batch is not None and saved_batch != self.batch_schedule.final:
+            log.warning("the global batch changes from %d to %d samples at this layout; set "
+                        "train.global_batch_tokens to keep it across world sizes",
+                        saved_batch, self.batch_schedule.final)  # fmt: skip
         log.info("resumed from %s (step %d)", found.path, self.state.step)
 
 
