@@ -8,6 +8,10 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
+
+from scifm.data import CorpusSource, DataConfig
+from tests.unit.data.conftest import make_corpora
 
 WORKERS = Path(__file__).parent / "workers"
 
@@ -60,3 +64,19 @@ def run_mpiexec(script: str, nproc: int, *args: str, timeout: float = 120) -> No
 @pytest.fixture
 def launch():
     return {"torchrun": run_torchrun, "mpi": run_with_mpi_variables, "mpiexec": run_mpiexec}
+
+
+def small_mixture(root: Path) -> DataConfig:
+    """Three small corpora under `root`, mixed 5:3:2, in 16-token samples."""
+    corpora = make_corpora(root, docs_per_file=60)
+    sources = [CorpusSource(name=n, prefixes=p, weight=w)
+               for (n, p), w in zip(corpora.items(), (5, 3, 2), strict=True)]  # fmt: skip
+    return DataConfig(corpora=sources, seq_len=16, shuffle_window_docs=8)
+
+
+def write_recipe(root: Path, model: dict, train: dict) -> Path:
+    """A recipe YAML (data, model, train sections) training `model` on `small_mixture`."""
+    config = root / "recipe.yaml"
+    data = small_mixture(root)
+    config.write_text(yaml.safe_dump({"data": data.to_dict(), "model": model, "train": train}))
+    return config

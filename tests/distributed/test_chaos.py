@@ -29,13 +29,10 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
 
 from scifm.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint
-from scifm.data import CorpusSource, DataConfig
 from scifm.model import ModelConfig, build_model
-from tests.distributed.conftest import _clean_env
-from tests.unit.data.conftest import make_corpora
+from tests.distributed.conftest import _clean_env, write_recipe
 
 pytestmark = pytest.mark.distributed
 
@@ -82,12 +79,7 @@ def _assert_bit_identical(a: Path, b: Path) -> None:
 def job(tmp_path_factory):
     """The recipe, and the uninterrupted run every chaotic one is compared with."""
     root = tmp_path_factory.mktemp("chaos")
-    corpora = make_corpora(root, docs_per_file=60)
-    sources = [CorpusSource(name=n, prefixes=p, weight=w)
-               for (n, p), w in zip(corpora.items(), (5, 3, 2), strict=True)]  # fmt: skip
-    data = DataConfig(corpora=sources, seq_len=16, shuffle_window_docs=8)
-    config = root / "recipe.yaml"
-    config.write_text(yaml.safe_dump({"data": data.to_dict(), "model": MODEL, "train": TRAIN}))
+    config = write_recipe(root, MODEL, TRAIN)
     clean = root / "clean"
     done = torchrun(config, clean)
     assert done.returncode == 0, done.stderr[-3000:]

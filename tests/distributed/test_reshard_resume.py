@@ -18,12 +18,9 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
 from scifm.checkpoint import list_checkpoints
-from scifm.data import CorpusSource, DataConfig
-from tests.distributed.conftest import WORKERS, _clean_env, run_torchrun
-from tests.unit.data.conftest import make_corpora
+from tests.distributed.conftest import WORKERS, _clean_env, run_torchrun, write_recipe
 
 pytestmark = pytest.mark.distributed
 
@@ -43,12 +40,7 @@ def _losses(run: Path) -> list[float]:
 def saved(tmp_path_factory):
     """The uninterrupted 2-rank FSDP2 run, with checkpoints at steps 3 and 6."""
     root = tmp_path_factory.mktemp("reshard")
-    corpora = make_corpora(root, docs_per_file=60)
-    sources = [CorpusSource(name=n, prefixes=p, weight=w)
-               for (n, p), w in zip(corpora.items(), (5, 3, 2), strict=True)]  # fmt: skip
-    data = DataConfig(corpora=sources, seq_len=16, shuffle_window_docs=8)
-    config = root / "recipe.yaml"
-    config.write_text(yaml.safe_dump({"data": data.to_dict(), "model": MODEL, "train": TRAIN}))
+    config = write_recipe(root, MODEL, TRAIN)
     reference = root / "fsdp2"
     run_torchrun("train_layout.py", 2, str(config), str(reference), json.dumps({"dp_shard": 2}),
                  timeout=300)  # fmt: skip

@@ -18,12 +18,10 @@ import torch
 import yaml
 
 from scifm.checkpoint import latest_checkpoint, load_checkpoint
-from scifm.data import CorpusSource, DataConfig
 from scifm.model import ModelConfig, build_model
 from scifm.train import train
 from scifm.train.config import TrainConfig
-from tests.distributed.conftest import run_mpiexec, run_torchrun
-from tests.unit.data.conftest import make_corpora
+from tests.distributed.conftest import run_mpiexec, run_torchrun, small_mixture
 
 pytestmark = pytest.mark.distributed
 
@@ -48,10 +46,7 @@ def _weights(run: Path) -> dict[str, torch.Tensor]:
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("dp")
-    corpora = make_corpora(root, docs_per_file=60)
-    sources = [CorpusSource(name=n, prefixes=p, weight=w)
-               for (n, p), w in zip(corpora.items(), (5, 3, 2), strict=True)]  # fmt: skip
-    data = DataConfig(corpora=sources, seq_len=16, shuffle_window_docs=8)
+    data = small_mixture(root)
     single = root / "single"
     reference = TrainConfig.from_dict({**TRAIN, "micro_batch_size": 8, "out_dir": str(single)})
     train(ModelConfig.from_dict(MODEL), data, reference)
