@@ -41,6 +41,10 @@ def test_malformed_yaml(capsys, tmp_path) -> None:
         ("train.lrr=1", "unknown field 'train.lrr'"),
         ("train.optimizer.lr=fast", "train.optimizer.lr: Input should be a valid number"),
         ("train.lr=0.1", "train.lr is now train.optimizer.lr"),
+        ("train.checkpoint_every=10", "train.checkpoint_every is now train.checkpoint.every"),
+        ("train.anomaly.policy=retry", "train.anomaly.policy: Input should be 'skip'"),
+        ("train.checkpoint.save_on_signals=[SIGFOO]", "train.checkpoint.save_on_signals.0"),
+        ("train.watchdog.step_timeout_s=0", "train.watchdog.step_timeout_s"),
         ("model.dim=-64", "model.dim"),
         ("model.num_layers=0", "model.num_layers"),
     ],
@@ -153,3 +157,8 @@ def test_seventy_b_dry_run_prints_layout_params_and_memory(capsys) -> None:
 def test_tensor_parallel_without_a_launcher_is_one_clear_error(capsys) -> None:
     _fails_cleanly(capsys, ["train", "--config", DEBUG, "--parallel.tp", "2"],
                    "do not divide the world size 1")  # fmt: skip
+
+
+def test_malformed_fault_spec_is_one_clear_error(capsys, monkeypatch) -> None:
+    monkeypatch.setenv("SCIFM_FAULT", "kill-at-step-5")
+    _fails_cleanly(capsys, ["train", "--config", DEBUG], "SCIFM_FAULT: cannot read")

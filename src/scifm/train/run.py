@@ -165,6 +165,7 @@ class Trainer:
             parallel.layout(1)  # tp or pp > 1 without a launcher: one clear error
         self.rank = dist.get_rank() if dist.is_initialized() else 0
         self.is_main = self.rank == 0
+        self.faults = FaultInjector(self.rank)  # a malformed SCIFM_FAULT fails first
         _check_shapes(model_cfg, data_cfg.seq_len)
         self.batch_schedule = cfg.batch_schedule(data_cfg.seq_len, self.dp_size)
         self.loader = self._make_loader(consumed_samples=0)
@@ -191,7 +192,6 @@ class Trainer:
         self.checkpointer = Checkpointer(self.run_dir, cfg.checkpoint)
         self.saved_step: int | None = None
         self.anomaly = AnomalyDetector(cfg.anomaly)
-        self.faults = FaultInjector(self.rank)
         self.signals = SignalFlag(cfg.checkpoint.save_on_signals)
         self.stop_signal: int | None = None
         self.watchdog = _make_watchdog(cfg, self.run_dir)
