@@ -60,6 +60,8 @@ from scifm.train.optim import build_optimizer, wants_hessian
 from scifm.train.preempt import Preempted, SignalFlag
 from scifm.train.schedule import lr_multiplier
 from scifm.train.step import LocalRunner, StepRunner
+from scifm.train.stragglers import StragglerDetector
+from scifm.train.watchdog import StepWatchdog
 
 log = get_logger(__name__)
 
@@ -140,7 +142,9 @@ def _check_same_run(meta: dict[str, Any], trainer: Trainer) -> None:
         ("train", _comparable_train(meta.get("train", {})), now_train),
     )
     changed = [name for name, then, now in sections if then != now]
-    changed += [key for key, value in trainer.metadata.items() if meta.get(key) != value]
+    changed += [
+        key for key, value in trainer.metadata.items() if key in meta and meta[key] != value
+    ]  # keys newer than the checkpoint pass
     if changed:
         raise ScifmError(
             f"{trainer.run_dir} holds a run with different {', '.join(changed)} settings; "
@@ -170,8 +174,8 @@ class Trainer:
         self.batch_schedule = cfg.batch_schedule(data_cfg.seq_len, self.dp_size)
         self.loader = self._make_loader(consumed_samples=0)
         mixture = self.loader.sampler.mixture  # opened here: a bad file fails before the model
-        self.metadata = {**metadata, "mixture_sha256": mixture_fingerprint(mixture),
-                         "tokenizer_sha256": mixture.tokenizer_sha256}  # fmt: skip
+        self.metadata = {"tokenizer_sha256": mixture.tokenizer_sha256, **metadata,
+                         "mixture_sha256": mixture_fingerprint(mixture)}  # fmt: skip
         self.model = build_model(model_cfg, device=self.device, seed=cfg.seed)
         self.model_parts: list[torch.nn.Module] = [self.model]
         self.runner: StepRunner = LocalRunner(self.model)
@@ -251,14 +255,7 @@ class Trainer:
         micro_batches = [m["tokens"].to(self.device, non_blocking=True)
                          for m in self.loader.next_step()]  # fmt: skip
         loaded = time.perf_counter()
-        local_start = _local_clock(self.device)
-        if wants_hessian(self.optimizer, state.step):
-            self._refresh_hessian(micro_batches, samples)
-        loss = self.runner.run(micro_batches, self.loss_fn)  # float(): waits for the device
-        self.faults.in_compute(number)
-        if self.faults.poison(number, self._parameters()):
-            loss = float("nan")
-        local_s = _local_clock(self.device) - local_start
+        loss, local_s = self._compute(number, micro_batches, samples)
         computed = time.perf_counter()
         if self.watchdog is not None:
             self.watchdog.arrived(number)
@@ -290,6 +287,18 @@ class Trainer:
             compute_s=(computed - loaded) + (done - synced), comm_s=synced - computed,
             step_s=done - start, local_s=local_s, bad=bad,
         )  # fmt: skip
+
+    def _compute(self, number: int, micro_batches: list[torch.Tensor],
+                 samples: int) -> tuple[float, float]:  # fmt: skip
+        """Forward and backward of this rank's micro-batches: (local loss, own compute time)."""
+        start = _local_clock(self.device)
+        if wants_hessian(self.optimizer, self.state.step):
+            self._refresh_hessian(micro_batches, samples)
+        loss = self.runner.run(micro_batches, self.loss_fn)  # float(): waits for the device
+        self.faults.in_compute(number)
+        if self.faults.poison(number, self._parameters()):
+            loss = float("nan")
+        return loss, _local_clock(self.device) - start
 
     def _agree(self, bad: bool, signal: int | None) -> tuple[bool, int | None]:
         """Every rank takes the same branch: bad if any rank says so, and any rank's signal."""
@@ -442,12 +451,10 @@ def _local_clock(device: torch.device) -> float:
     return time.process_time() if device.type == "cpu" else time.perf_counter()
 
 
-def _make_watchdog(cfg: TrainConfig, run_dir: Path) -> Any:
+def _make_watchdog(cfg: TrainConfig, run_dir: Path) -> StepWatchdog | None:
     timeout = cfg.watchdog.step_timeout_s
     if timeout is None:
         return None
-    from scifm.train.watchdog import StepWatchdog
-
     first = cfg.watchdog.first_step_timeout_s or 10 * timeout
     return StepWatchdog(timeout, first_deadline_s=first, dump_dir=run_dir)
 
@@ -457,12 +464,10 @@ def _blocks(parts: list[torch.nn.Module]) -> list[torch.nn.Module]:
     return [block for part in parts if hasattr(part, "layers") for block in part.layers.values()]
 
 
-def _make_straggler_detector(cfg: TrainConfig) -> Any:
+def _make_straggler_detector(cfg: TrainConfig) -> StragglerDetector | None:
     every = cfg.stragglers.every
     if every is None or not dist.is_initialized() or dist.get_world_size() == 1:
         return None
-    from scifm.train.stragglers import StragglerDetector
-
     return StragglerDetector(every, cfg.stragglers.factor)
 
 
