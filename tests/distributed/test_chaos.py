@@ -8,6 +8,8 @@ deterministic fp32.
 - SIGKILL of one rank at a random step; torchrun `--max-restarts 1` restarts both ranks,
   which resume from the newest checkpoint: the final weights are bit-identical to an
   uninterrupted run's.
+- SIGKILL of one rank midway through a save: the restarted job resumes from the previous
+  complete checkpoint (the partial one is never read) and ends bit-identical.
 - SIGUSR1 to rank 1 only: both ranks agree, save that step and exit with 128 + 10; running
   the job again finishes it, bit-identical to the uninterrupted run.
 - NaN gradients on rank 0 only: both ranks apply the same policy (skip the update, stop
@@ -95,6 +97,19 @@ def test_sigkill_at_a_random_step_then_torchrun_restart_is_bit_identical(job) ->
     assert done.returncode == 0, (step, rank, done.stderr[-3000:])
     assert "failed (exitcode: -9)" in done.stderr, done.stderr[-2000:]  # killed, restarted
     assert latest_checkpoint(out).step == 8
+    _assert_bit_identical(clean, out)
+
+
+def test_sigkill_in_the_middle_of_a_save_resumes_from_the_previous_checkpoint(job) -> None:
+    root, config, clean = job
+    out = root / "killed-saving"
+    done = torchrun(config, out, fault="killsave@4:rank=1", max_restarts=1)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "failed (exitcode: -9)" in done.stderr
+    log = " ".join(done.stderr.split())  # rich wraps long log lines
+    assert "resumed from" in log and "(step 2)" in log, log[-3000:]
+    assert [c.step for c in list_checkpoints(out)] == [6, 8]  # the recipe keeps the last 2
+    assert not list((out / "checkpoints").glob(".*"))  # the partial one was cleared
     _assert_bit_identical(clean, out)
 
 

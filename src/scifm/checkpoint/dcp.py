@@ -20,7 +20,7 @@ import contextlib
 import os
 import shutil
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
@@ -103,16 +103,20 @@ def save_checkpoint(
     state: dict[str, Any],
     metadata: dict[str, Any],
     rank_state: dict[str, Any] | None = None,
+    on_written: Callable[[int], None] | None = None,
 ) -> Path:
     """Write `state` (a DCP state dict) for `step` synchronously; returns the final directory.
 
     A collective: every rank calls it. `rank_state` is this rank's own small state (saved
-    as-is, not resharded), such as its RNG states.
+    as-is, not resharded), such as its RNG states. `on_written(step)` runs on each rank once
+    its own writes are done, before the checkpoint is complete (fault injection uses it).
     """
     final = checkpoint_dir(run_dir, step)
     tmp = _prepare(final, rank_state)
     with _single_process_quiet():
         dcp.save(state, checkpoint_id=str(tmp))
+    if on_written is not None:
+        on_written(step)
     _barrier()
     if _is_main():
         _finalize(tmp, final, step, metadata)
@@ -147,8 +151,9 @@ class _Pending:
 class Checkpointer:
     """Saves of one run: synchronous or asynchronous, with retention applied after each."""
 
-    def __init__(self, run_dir: str | os.PathLike[str], cfg: CheckpointConfig) -> None:
-        self.run_dir, self.cfg = Path(run_dir), cfg
+    def __init__(self, run_dir: str | os.PathLike[str], cfg: CheckpointConfig,
+                 on_written: Callable[[int], None] | None = None) -> None:  # fmt: skip
+        self.run_dir, self.cfg, self.on_written = Path(run_dir), cfg, on_written
         self._pending: _Pending | None = None
         self._group: dist.ProcessGroup | None = None
         if cfg.async_save and dist.is_initialized():
@@ -160,7 +165,7 @@ class Checkpointer:
         self.wait()
         final = checkpoint_dir(self.run_dir, step)
         if not self.cfg.async_save:
-            save_checkpoint(self.run_dir, step, state, metadata, rank_state)
+            save_checkpoint(self.run_dir, step, state, metadata, rank_state, self.on_written)
             self._prune()
             return final
         tmp = _prepare(final, rank_state)
@@ -195,6 +200,8 @@ class Checkpointer:
         pending, self._pending = self._pending, None
         assert pending is not None
         pending.future.result()  # raises here if this rank's writes failed
+        if self.on_written is not None:
+            self.on_written(pending.step)
         _barrier()
         if _is_main():
             _finalize(pending.tmp, pending.final, pending.step, pending.metadata)

@@ -4,6 +4,8 @@ Long runs meet crashes, hangs, slow ranks and NaNs; the code that survives them 
 exercised on purpose. `SCIFM_FAULT` holds `;`-separated faults `KIND@STEP[:key=value,...]`:
 
     kill@5:rank=1          SIGKILL this process at the start of step 5 (rank 1 only)
+    killsave@4:rank=1      SIGKILL it while checkpoint 4 is being saved (its shards written,
+                           the checkpoint not yet complete)
     sleep@4:rank=1,seconds=60   stall step 4 before it reaches its collectives
     signal@3:name=SIGTERM  send a signal to this process at the start of step 3
     nan@6:rank=0           make step 6's loss and gradients NaN on rank 0
@@ -26,7 +28,7 @@ import torch
 from scifm.core.errors import ScifmError
 
 ENV = "SCIFM_FAULT"
-KINDS = ("kill", "sleep", "signal", "nan", "slow")
+KINDS = ("kill", "killsave", "sleep", "signal", "nan", "slow")
 
 
 @dataclass
@@ -105,6 +107,11 @@ class FaultInjector:
                 os.kill(os.getpid(), signal.Signals[fault.name])
             else:
                 time.sleep(fault.seconds)
+
+    def after_checkpoint_write(self, step: int) -> None:
+        """Between this rank's shard writes and the checkpoint's completion."""
+        if self._due(("killsave",), step):
+            os.kill(os.getpid(), signal.SIGKILL)
 
     def in_compute(self, step: int) -> None:
         """Inside the step's forward/backward time: a rank that computes slowly."""

@@ -193,7 +193,9 @@ class Trainer:
         self.total_steps = cfg.total_steps(data_cfg.seq_len, self.dp_size)
         self.state = _State()
         self.flops_per_token = flops_per_token(model_cfg, data_cfg.seq_len)
-        self.checkpointer = Checkpointer(self.run_dir, cfg.checkpoint)
+        self.checkpointer = Checkpointer(
+            self.run_dir, cfg.checkpoint, on_written=self.faults.after_checkpoint_write
+        )
         self.saved_step: int | None = None
         self.anomaly = AnomalyDetector(cfg.anomaly)
         self.signals = SignalFlag(cfg.checkpoint.save_on_signals)
