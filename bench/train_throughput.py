@@ -59,6 +59,7 @@ from typing import Any  # noqa: E402
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
+from scifm.convert.hf_llama import hf_config_dict, to_hf_state_dict  # noqa: E402
 from scifm.model import ModelConfig, build_model, count_params  # noqa: E402
 from scifm.model.llama import Llama  # noqa: E402
 from scifm.parallel.norms import clip_grad_norm  # noqa: E402
@@ -83,54 +84,12 @@ def model_config(name: str) -> ModelConfig:
 def hf_config(cfg: ModelConfig) -> Any:
     from transformers import LlamaConfig
 
-    return LlamaConfig(
-        hidden_size=cfg.dim,
-        intermediate_size=cfg.hidden_dim,
-        num_hidden_layers=cfg.num_layers,
-        num_attention_heads=cfg.num_heads,
-        num_key_value_heads=cfg.kv_heads,
-        head_dim=cfg.head_dim,
-        vocab_size=cfg.embedding_size,
-        rms_norm_eps=cfg.norm_eps,
-        rope_theta=cfg.rope_theta,
-        max_position_embeddings=cfg.max_seq_len,
-        tie_word_embeddings=cfg.tie_embeddings,
-        attention_bias=False,
-        mlp_bias=False,
-        hidden_act="silu",
-        attn_implementation="sdpa",
-        use_cache=False,
-    )
+    return LlamaConfig(**hf_config_dict(cfg), attn_implementation="sdpa", use_cache=False)
 
 
 def hf_state_dict(ours: Llama) -> dict[str, torch.Tensor]:
-    """Our weights under Hugging Face's names (no permutation: the same "half" RoPE)."""
-    if ours.cfg.rope_convention != "half":
-        raise ValueError("the key mapping assumes the 'half' RoPE convention")
-    names = {
-        "attention_norm": "input_layernorm",
-        "ffn_norm": "post_attention_layernorm",
-        "attention.wq": "self_attn.q_proj",
-        "attention.wk": "self_attn.k_proj",
-        "attention.wv": "self_attn.v_proj",
-        "attention.wo": "self_attn.o_proj",
-        "feed_forward.w1": "mlp.gate_proj",
-        "feed_forward.w3": "mlp.up_proj",
-        "feed_forward.w2": "mlp.down_proj",
-    }
-    out: dict[str, torch.Tensor] = {}
-    for key, value in ours.state_dict().items():
-        if key == "tok_embeddings.weight":
-            out["model.embed_tokens.weight"] = value
-        elif key == "norm.weight":
-            out["model.norm.weight"] = value
-        elif key == "output.weight":
-            out["lm_head.weight"] = value
-        else:
-            _, layer, rest = key.split(".", 2)
-            module, leaf = rest.rsplit(".", 1)
-            out[f"model.layers.{layer}.{names[module]}.{leaf}"] = value
-    return out
+    """Our weights under Hugging Face's names (`scifm.convert.hf_llama`, the export's map)."""
+    return to_hf_state_dict(ours.state_dict(), ours.cfg)
 
 
 def hf_model(ours: Llama) -> nn.Module:
