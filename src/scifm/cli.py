@@ -193,6 +193,17 @@ def cmd_train(args: argparse.Namespace, recipe: Recipe) -> None:
     )
 
 
+def cmd_export(args: argparse.Namespace, recipe: Recipe) -> None:
+    from scifm.convert.export import export_hf
+
+    if args.dry_run:
+        _print_yaml({"checkpoint": args.checkpoint, "out": args.out, "dtype": args.dtype})
+        return
+    tokenizer = Path(args.tokenizer) if args.tokenizer else None
+    out = export_hf(Path(args.checkpoint), Path(args.out), tokenizer, args.dtype)
+    output.print(f"wrote {out}", markup=False)
+
+
 def cmd_plot(args: argparse.Namespace, recipe: Recipe) -> None:
     from scifm.train.plot import plot_run
 
@@ -238,6 +249,12 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--out", help="run directory (overrides train.out_dir)")
     train.add_argument("--world-size", type=int, default=1,
                        help="with --dry-run: ranks to plan the layout and memory for")  # fmt: skip
+    export = add("export", cmd_export, "a checkpoint -> a Hugging Face directory (`export hf`)")
+    export.add_argument("format", choices=["hf"])
+    export.add_argument("checkpoint", help="a step-* checkpoint or a run directory (its newest)")
+    export.add_argument("out", help="output directory")
+    export.add_argument("--tokenizer", help="tokenizer.json (default: the run's data.tokenizer)")
+    export.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
     sub.add_parser("launch", help=LAUNCH_HELP, add_help=False)  # parsed by cmd_launch
     plot = add("plot", cmd_plot, "draw loss and throughput of RUN_DIR to PNG")
     plot.add_argument("run_dir")

@@ -1,0 +1,95 @@
+"""`scifm export hf` loads offline in `transformers` with identical logits and tokens.
+
+A checkpoint written by the real checkpointer (metadata as the trainer records it) is
+exported through the CLI; `AutoModelForCausalLM` and `AutoTokenizer` load the directory
+with `local_files_only=True`, with no missing, unexpected or newly initialised weights.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+import torch
+
+from scifm.checkpoint import save_checkpoint
+from scifm.cli import main
+from scifm.model import ModelConfig, build_model
+from scifm.tokens.tokenizer import Tokenizer, TokenizerConfig, train_tokenizer
+
+transformers = pytest.importorskip("transformers")
+
+PROMPTS = ["The eigenvalues of a matrix", "Compute the integral of x**2", "import numpy as np"]
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tmp_path_factory) -> Tokenizer:
+    import json as json_module
+
+    path = tmp_path_factory.mktemp("tok") / "tokenizer.json"
+    texts = [json_module.__doc__ or "", json_module.dumps.__doc__ or "", *PROMPTS]
+    train_tokenizer(TokenizerConfig(vocab_size=400, min_frequency=1), texts, path)
+    return Tokenizer.load(path)
+
+
+def _checkpoint(tmp_path, cfg: ModelConfig, meta_extra: dict | None = None):
+    model = build_model(cfg, device="cpu", seed=5).eval()
+    meta = {"model": cfg.to_dict(), "rope_convention": cfg.rope_convention, **(meta_extra or {})}
+    path = save_checkpoint(tmp_path / "run", 7, {"model": model.state_dict()}, meta)
+    return model, path
+
+
+@pytest.mark.parametrize("tied", [False, True])
+def test_export_loads_offline_with_identical_logits(tmp_path, tokenizer, tied, caplog) -> None:
+    cfg = ModelConfig(dim=64, num_layers=2, num_heads=4, num_kv_heads=2, multiple_of=32,
+                      vocab_size=tokenizer.vocab_size, max_seq_len=64, tie_embeddings=tied,
+                      rope_convention="interleaved" if tied else "half")  # fmt: skip
+    model, checkpoint = _checkpoint(tmp_path, cfg)
+    out = tmp_path / "hf"
+    assert main(["export", "hf", str(checkpoint), str(out), "--tokenizer",
+                 str(tokenizer.path)]) == 0  # fmt: skip
+    with caplog.at_level(logging.WARNING):
+        theirs, info = transformers.AutoModelForCausalLM.from_pretrained(
+            out, local_files_only=True, output_loading_info=True, dtype=torch.float32
+        )
+    assert not any(info[k] for k in ("missing_keys", "unexpected_keys", "mismatched_keys"))
+    assert "newly initialized" not in caplog.text
+    hf_tokenizer = transformers.AutoTokenizer.from_pretrained(out, local_files_only=True)
+    for prompt in PROMPTS:
+        ids = tokenizer.encode(prompt)
+        assert hf_tokenizer.encode(prompt, add_special_tokens=False) == ids
+        tokens = torch.tensor([ids])
+        with torch.no_grad():
+            assert (model(tokens) - theirs(tokens).logits).abs().max() < 1e-5
+    export = json.loads((out / "scifm_export.json").read_text())
+    assert export["step"] == 7 and export["rope_convention"] == cfg.rope_convention
+    config = json.loads((out / "config.json").read_text())
+    assert config["tie_word_embeddings"] is tied and config["eos_token_id"] == tokenizer.eos_id
+
+
+def test_large_exports_are_sharded_with_an_index(tmp_path, tokenizer) -> None:
+    from scifm.convert.export import export_hf
+
+    cfg = ModelConfig(dim=64, num_layers=2, num_heads=4, multiple_of=32,
+                      vocab_size=tokenizer.vocab_size, max_seq_len=64)  # fmt: skip
+    model, checkpoint = _checkpoint(tmp_path, cfg)
+    out = export_hf(checkpoint.parent.parent, tmp_path / "hf", tokenizer.path,
+                    max_shard_bytes=100_000)  # fmt: skip
+    index = json.loads((out / "model.safetensors.index.json").read_text())
+    assert len(set(index["weight_map"].values())) > 1
+    theirs = transformers.AutoModelForCausalLM.from_pretrained(out, local_files_only=True)
+    tokens = torch.tensor([tokenizer.encode(PROMPTS[0])])
+    with torch.no_grad():
+        assert (model(tokens) - theirs(tokens).logits).abs().max() < 1e-5
+
+
+def test_refuses_a_checkpoint_without_rope_convention(tmp_path, tokenizer, capsys) -> None:
+    cfg = ModelConfig(dim=64, num_layers=1, num_heads=4, multiple_of=32, vocab_size=400)
+    model = build_model(cfg, device="cpu", seed=5)
+    path = save_checkpoint(tmp_path / "run", 1, {"model": model.state_dict()},
+                           {"model": cfg.to_dict()})  # fmt: skip
+    code = main(["export", "hf", str(path), str(tmp_path / "hf"), "--tokenizer",
+                 str(tokenizer.path)])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and "refuses to guess" in err and not (tmp_path / "hf").exists()
