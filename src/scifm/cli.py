@@ -194,14 +194,31 @@ def cmd_train(args: argparse.Namespace, recipe: Recipe) -> None:
 
 
 def cmd_export(args: argparse.Namespace, recipe: Recipe) -> None:
+    if args.dry_run:
+        _print_yaml({"action": args.action, "source": args.source, "out": args.out})
+        return
+    if args.action == "verify":
+        from scifm.convert.verify import verify_export
+
+        report = verify_export(Path(args.source), recipe.demo.prompts, args.max_new_tokens)
+        output.print_json(json.dumps(report))
+        return
     from scifm.convert.export import export_hf
 
-    if args.dry_run:
-        _print_yaml({"checkpoint": args.checkpoint, "out": args.out, "dtype": args.dtype})
-        return
+    if args.out is None:
+        raise ScifmError("export hf needs an output directory: scifm export hf CHECKPOINT OUT")
     tokenizer = Path(args.tokenizer) if args.tokenizer else None
-    out = export_hf(Path(args.checkpoint), Path(args.out), tokenizer, args.dtype)
+    out = export_hf(Path(args.source), Path(args.out), tokenizer, args.dtype)
     output.print(f"wrote {out}", markup=False)
+
+
+def cmd_import(args: argparse.Namespace, recipe: Recipe) -> None:
+    from scifm.convert.import_ import import_hf
+
+    if args.dry_run:
+        _print_yaml({"hf_dir": args.hf_dir, "out": args.out})
+        return
+    output.print(f"wrote {import_hf(Path(args.hf_dir), Path(args.out))}", markup=False)
 
 
 def cmd_plot(args: argparse.Namespace, recipe: Recipe) -> None:
@@ -249,12 +266,23 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--out", help="run directory (overrides train.out_dir)")
     train.add_argument("--world-size", type=int, default=1,
                        help="with --dry-run: ranks to plan the layout and memory for")  # fmt: skip
-    export = add("export", cmd_export, "a checkpoint -> a Hugging Face directory (`export hf`)")
-    export.add_argument("format", choices=["hf"])
-    export.add_argument("checkpoint", help="a step-* checkpoint or a run directory (its newest)")
-    export.add_argument("out", help="output directory")
+    export = add(
+        "export",
+        cmd_export,
+        "`export hf CHECKPOINT OUT`: a checkpoint -> a Hugging "
+        "Face directory; `export verify HF_DIR`: compare it with scifm",
+    )
+    export.add_argument("action", choices=["hf", "verify"])
+    export.add_argument("source", help="hf: a step-* checkpoint or a run directory; verify: "
+                        "an exported directory")  # fmt: skip
+    export.add_argument("out", nargs="?", help="hf: the output directory")
     export.add_argument("--tokenizer", help="tokenizer.json (default: the run's data.tokenizer)")
     export.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
+    export.add_argument("--max-new-tokens", type=int, default=32, help="verify: greedy tokens")
+    imp = add("import", cmd_import, "`import hf HF_DIR OUT`: a Hugging Face Llama -> a checkpoint")
+    imp.add_argument("format", choices=["hf"])
+    imp.add_argument("hf_dir")
+    imp.add_argument("out", help="run directory to write (OUT/checkpoints/step-00000000)")
     sub.add_parser("launch", help=LAUNCH_HELP, add_help=False)  # parsed by cmd_launch
     plot = add("plot", cmd_plot, "draw loss and throughput of RUN_DIR to PNG")
     plot.add_argument("run_dir")

@@ -6,7 +6,8 @@ and `AutoTokenizer.from_pretrained(OUT, local_files_only=True)`:
 - `model.safetensors`, or `model-0000i-of-0000n.safetensors` shards with
   `model.safetensors.index.json` when the weights exceed `max_shard_bytes`;
 - `config.json` (`LlamaConfig`: sizes, rope_theta, tie_word_embeddings, torch_dtype, the
-  special token ids) and `generation_config.json`;
+  special token ids) and `generation_config.json`; the vocabulary is the tokenizer's, without
+  scifm's padding rows (which `transformers` would otherwise sample from);
 - `tokenizer.json`, `tokenizer_config.json` (fast tokenizer, special tokens, a plain chat
   template) and `special_tokens_map.json`;
 - `scifm_export.json`: the source checkpoint and step, the code version, and the RoPE
@@ -29,7 +30,7 @@ from safetensors.torch import save_file
 
 from scifm.checkpoint import latest_checkpoint, load_checkpoint
 from scifm.checkpoint.layout import CheckpointInfo, inspect_checkpoint
-from scifm.convert.hf_llama import hf_config_dict, to_hf_state_dict
+from scifm.convert.hf_llama import hf_config_dict, to_hf_state_dict, trim_padded_vocab
 from scifm.core.errors import ScifmError
 from scifm.core.io import atomic_dir, write_json
 from scifm.core.version import code_version
@@ -127,19 +128,21 @@ def export_hf(checkpoint: Path, out: Path, tokenizer_path: Path | None = None,
         raise ScifmError(f"dtype {dtype!r} is not one of {sorted(DTYPES)}")
     found = find_checkpoint(checkpoint)
     cfg = model_config_of(found)
-    source = tokenizer_path or found.metadata.get("data", {}).get("tokenizer")
+    beside = found.path.parent.parent / "tokenizer.json"  # where `scifm import hf` puts it
+    source = (tokenizer_path or found.metadata.get("data", {}).get("tokenizer")
+              or (beside if beside.is_file() else None))  # fmt: skip
     if not source:
         raise ScifmError(f"{found.path}: the run names no tokenizer; pass --tokenizer "
                          "tokenizer.json")  # fmt: skip
     tokenizer = Tokenizer.load(source)
-    weights = to_hf_state_dict(load_weights(found, cfg), cfg)
+    weights = trim_padded_vocab(to_hf_state_dict(load_weights(found, cfg), cfg), cfg)
     if cfg.tie_embeddings:
         weights.pop("lm_head.weight", None)
     weights = {k: v.to(DTYPES[dtype]).contiguous() for k, v in weights.items()}
     with atomic_dir(out) as tmp:
         _write_weights(tmp, weights, max_shard_bytes)
         ids = _write_tokenizer(tmp, tokenizer, cfg)
-        write_json(tmp / "config.json", {**hf_config_dict(cfg, dtype), **ids})
+        write_json(tmp / "config.json", {**hf_config_dict(cfg, dtype, cfg.vocab_size), **ids})
         write_json(tmp / "generation_config.json", {**ids, "do_sample": False})
         write_json(tmp / "scifm_export.json", {
             "checkpoint": str(found.path), "step": found.step, "code_version": code_version(),

@@ -42,8 +42,10 @@ _FROM_HF_BLOCK = {hf: ours for ours, hf in _BLOCK_NAMES.items()}
 _FROM_HF_TOP = {hf: ours for ours, hf in _TOP_NAMES.items()}
 
 
-def hf_config_dict(cfg: ModelConfig, torch_dtype: str = "float32") -> dict[str, Any]:
-    """`config.json` of the equivalent `LlamaForCausalLM` (as `LlamaConfig.to_dict` reads)."""
+def hf_config_dict(cfg: ModelConfig, torch_dtype: str = "float32",
+                   vocab_size: int | None = None) -> dict[str, Any]:  # fmt: skip
+    """`config.json` of the equivalent `LlamaForCausalLM` (as `LlamaConfig.to_dict` reads);
+    `vocab_size` defaults to the padded embedding rows (see `trim_padded_vocab`)."""
     return {
         "architectures": ["LlamaForCausalLM"],
         "model_type": "llama",
@@ -53,7 +55,7 @@ def hf_config_dict(cfg: ModelConfig, torch_dtype: str = "float32") -> dict[str, 
         "num_attention_heads": cfg.num_heads,
         "num_key_value_heads": cfg.kv_heads,
         "head_dim": cfg.head_dim,
-        "vocab_size": cfg.embedding_size,
+        "vocab_size": vocab_size or cfg.embedding_size,
         "rms_norm_eps": cfg.norm_eps,
         "rope_theta": cfg.rope_theta,
         "rope_scaling": None,
@@ -140,6 +142,18 @@ def from_hf_state_dict(state: dict[str, torch.Tensor], cfg: ModelConfig) -> dict
         out[ours] = half_to_interleaved(value, heads) if heads else value
     _check_complete(set(out), cfg)
     return out
+
+
+def trim_padded_vocab(hf_state: dict[str, torch.Tensor],
+                      cfg: ModelConfig) -> dict[str, torch.Tensor]:  # fmt: skip
+    """Drop the embedding and output rows past the tokenizer's vocabulary.
+
+    scifm pads the vocabulary for faster matmuls and never samples a padded id; Hugging Face
+    samples from every row it has, so an export keeps exactly `cfg.vocab_size` rows.
+    """
+    vocab = cfg.vocab_size
+    return {key: value[:vocab] if key in ("model.embed_tokens.weight", "lm_head.weight")
+            else value for key, value in hf_state.items()}  # fmt: skip
 
 
 def expected_keys(cfg: ModelConfig) -> set[str]:
