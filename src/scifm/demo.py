@@ -2,7 +2,8 @@
 
 corpora (docstrings of installed packages) -> byte-level BPE tokenizer -> one .bin/.idx per
 corpus -> weighted mixture -> a ~5M-parameter Llama trained in one process -> checkpoint ->
-greedy samples -> OUT/report.json, OUT/metrics.jsonl, OUT/loss.png and a summary table.
+greedy samples -> a Hugging Face export checked against `transformers` -> OUT/report.json,
+OUT/metrics.jsonl, OUT/loss.png and a summary table.
 
 Each data stage records the config it ran with (OUT/.stages/NAME.json) and is skipped when
 run again with the same config, so an interrupted demo resumes where it stopped; training
@@ -115,6 +116,7 @@ def run_demo(recipe: Recipe, out: Path) -> dict[str, Any]:
     mixture = inspect_mixture(data_cfg, result.tokens_seen)
     report = _report(result, mixture, samples, plot)
     report.update(_checkpoint_summary(out))
+    report.update(_export_and_verify(out, paths, recipe))
     write_json(out / "report.json", report)
     _print_summary(report)
     return report
@@ -152,13 +154,31 @@ def _checkpoint_summary(out: Path) -> dict[str, Any]:
     }
 
 
+def _export_and_verify(out: Path, paths: DemoPaths, recipe: Recipe) -> dict[str, Any]:
+    """The model as a Hugging Face directory, checked against transformers by numbers."""
+    from scifm.convert.export import export_hf
+
+    hf_dir = export_hf(out, out / "hf", paths.tokenizer)
+    try:
+        import transformers  # noqa: F401 - only to know whether verify can run
+    except ImportError:
+        return {"hf_export": str(hf_dir), "export_verify": "skipped: pip install 'scifm[test]'"}
+    from scifm.convert.verify import verify_export
+
+    check = verify_export(hf_dir, recipe.demo.prompts, recipe.demo.max_new_tokens)
+    verdict = (f"identical (max |logit diff| {check['max_abs_diff']:.1e}, greedy agreement "
+               f"{check['greedy_agreement']:.0%})")  # fmt: skip
+    return {"hf_export": str(hf_dir), "export_verify": verdict}
+
+
 def _print_summary(report: dict[str, Any]) -> None:
     table = Table(title="scifm demo", show_header=True)
     table.add_column("metric")
     table.add_column("value", justify="right")
     for key in ("num_params", "steps", "tokens_seen", "first_loss", "last_loss",
                 "tokens_per_s", "train_seconds", "checkpoint", "checkpoints_kept",
-                "checkpoint_mb", "bad_steps", "loss_plot"):  # fmt: skip
+                "checkpoint_mb", "bad_steps", "loss_plot", "hf_export",
+                "export_verify"):  # fmt: skip
         table.add_row(key, str(report[key]))
     output.print(table)
     mixture = Table(title="data mixture (implicit blended sampler)")

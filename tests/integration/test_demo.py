@@ -50,6 +50,8 @@ def test_demo_writes_the_run_directory(demo_run: Path) -> None:
     assert records[-1]["loss"] < records[0]["loss"]
     assert report["checkpoints_kept"] == "step-00000030, step-00000040"
     assert report["bad_steps"] == 0 and report["checkpoint_mb"] > 0
+    assert report["export_verify"].startswith("identical")
+    assert (demo_run / "hf" / "config.json").is_file()
 
 
 def test_demo_checkpoints_are_complete(demo_run: Path) -> None:
