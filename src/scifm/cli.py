@@ -333,7 +333,10 @@ def cmd_launch(argv: Sequence[str]) -> int:
 
     items = list(argv)
     split = items.index("--") if "--" in items else len(items)
-    args = _launch_parser().parse_args(items[:split])
+    args, extra = _launch_parser().parse_known_args(items[:split])
+    if extra:
+        raise ScifmError(f"unexpected {' '.join(extra)!r}: put the command after `--`, as in "
+                         "`scifm launch --max-restarts 3 -- torchrun ...`")  # fmt: skip
     return launch(LaunchConfig(
         command=items[split + 1:], max_restarts=args.max_restarts,
         idle_timeout_s=args.idle_timeout, kill_grace_s=args.kill_grace,
