@@ -80,3 +80,15 @@ def write_recipe(root: Path, model: dict, train: dict) -> Path:
     data = small_mixture(root)
     config.write_text(yaml.safe_dump({"data": data.to_dict(), "model": model, "train": train}))
     return config
+
+
+def torchrun_result(script: str, nproc: int, *args: str,
+                    timeout: float = 120) -> subprocess.CompletedProcess[str]:  # fmt: skip
+    """`run_torchrun` without the success check, for jobs that are meant to fail."""
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--nnodes", "1",
+        "--nproc-per-node", str(nproc), "--rdzv-backend", "c10d",
+        "--rdzv-endpoint", "localhost:0", str(WORKERS / script), *args,
+    ]  # fmt: skip
+    return subprocess.run(command, env=_clean_env(), capture_output=True, text=True,
+                          timeout=timeout)  # fmt: skip
