@@ -16,12 +16,11 @@ import torch
 
 from scifm.checkpoint import latest_checkpoint, load_checkpoint
 from scifm.core.errors import ScifmError
-from scifm.core.progress import track
 from scifm.curate.jsonl import list_corpus_files, read_documents
 from scifm.data import BlendedSampler, DataConfig
 from scifm.data.mixture import mixture_table
 from scifm.model import ModelConfig, build_model, count_params
-from scifm.model.generate import greedy_generate
+from scifm.model.generate import SamplingConfig, generate
 from scifm.model.llama import Llama, num_params
 from scifm.tokens.format import IndexedTokens
 from scifm.tokens.pipeline import tokenize_files
@@ -109,15 +108,11 @@ def load_trained_model(run_dir: Path, model_cfg: ModelConfig) -> torch.nn.Module
 def generate_samples(
     model: torch.nn.Module, tokenizer: Tokenizer, prompts: Sequence[str], max_new_tokens: int
 ) -> list[dict[str, str]]:
-    """Greedy continuations of each prompt."""
-    samples = []
-    with track(len(prompts), "generate") as bar:
-        for prompt in prompts:
-            ids = tokenizer.encode(prompt)
-            new = greedy_generate(model, ids, max_new_tokens, eos_id=tokenizer.eos_id)
-            samples.append({"prompt": prompt, "completion": tokenizer.decode(new)})
-            bar.advance(1)
-    return samples
+    """Greedy continuations of the prompts, decoded together in one batch."""
+    sampling = SamplingConfig(max_new_tokens=max_new_tokens)
+    ids = [tokenizer.encode(prompt) for prompt in prompts]
+    done = generate(model, ids, sampling, eos_id=tokenizer.eos_id, decode=tokenizer.decode)
+    return [{"prompt": p, "completion": c.text or ""} for p, c in zip(prompts, done, strict=True)]
 
 
 def inspect_mixture(cfg: DataConfig, token_budget: int | None = None) -> dict[str, Any]:

@@ -124,12 +124,18 @@ def save_checkpoint(
     return final
 
 
-def load_checkpoint(path: str | os.PathLike[str], state: dict[str, Any]) -> dict[str, Any]:
-    """Load in place into `state` (tensors are filled, not replaced); returns the metadata."""
+def load_checkpoint(path: str | os.PathLike[str], state: dict[str, Any],
+                    local: bool = False) -> dict[str, Any]:  # fmt: skip
+    """Load in place into `state` (tensors are filled, not replaced); returns the metadata.
+
+    `state` may hold any subset of the saved entries (only their bytes are read). By default
+    every rank of a process group calls this together; `local=True` reads in this process
+    alone, without collectives (ranks reading different parts independently).
+    """
     directory = Path(path)
     metadata = read_metadata(directory)
     with _single_process_quiet():
-        dcp.load(state, checkpoint_id=str(directory))
+        dcp.load(state, checkpoint_id=str(directory), no_dist=local)
     return metadata
 
 

@@ -116,17 +116,19 @@ def _rope_fix(key: str, cfg: ModelConfig) -> int | None:
     return None
 
 
+def to_hf_tensor(key: str, value: torch.Tensor, cfg: ModelConfig) -> tuple[str, torch.Tensor]:
+    """One scifm weight -> its Hugging Face name and value (q/k rows in the "half" layout)."""
+    heads = _rope_fix(key, cfg)
+    return _hf_key(key), interleaved_to_half(value, heads) if heads else value
+
+
 def to_hf_state_dict(state: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[str, torch.Tensor]:
     """scifm weights under Hugging Face names, q/k rows in the "half" RoPE layout.
 
     A tied model has no `output.weight`; Hugging Face ties `lm_head` to the embedding.
     """
-    out = {}
-    for key, value in state.items():
-        heads = _rope_fix(key, cfg)
-        out[_hf_key(key)] = interleaved_to_half(value, heads) if heads else value
     _check_complete(set(state), cfg)
-    return out
+    return dict(to_hf_tensor(key, value, cfg) for key, value in state.items())
 
 
 def from_hf_state_dict(state: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[str, torch.Tensor]:
@@ -151,9 +153,13 @@ def trim_padded_vocab(hf_state: dict[str, torch.Tensor],
     scifm pads the vocabulary for faster matmuls and never samples a padded id; Hugging Face
     samples from every row it has, so an export keeps exactly `cfg.vocab_size` rows.
     """
-    vocab = cfg.vocab_size
-    return {key: value[:vocab] if key in ("model.embed_tokens.weight", "lm_head.weight")
-            else value for key, value in hf_state.items()}  # fmt: skip
+    return {key: trim_rows(key, value, cfg) for key, value in hf_state.items()}
+
+
+def trim_rows(hf_key: str, value: torch.Tensor, cfg: ModelConfig) -> torch.Tensor:
+    """`value` without padded vocabulary rows when `hf_key` is the embedding or the head."""
+    vocab_rows = hf_key in ("model.embed_tokens.weight", "lm_head.weight")
+    return value[: cfg.vocab_size] if vocab_rows else value
 
 
 def expected_keys(cfg: ModelConfig) -> set[str]:

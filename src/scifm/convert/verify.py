@@ -18,11 +18,10 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from scifm.convert.export import find_checkpoint, load_weights, model_config_of
 from scifm.convert.import_ import load_hf_model
+from scifm.convert.load import checkpoint_model, find_checkpoint
 from scifm.core.errors import ScifmError
-from scifm.model import build_model
-from scifm.model.generate import greedy_generate
+from scifm.model.generate import greedy_ids
 from scifm.tokens.tokenizer import Tokenizer
 
 
@@ -46,11 +45,7 @@ def scifm_model(hf_dir: Path) -> torch.nn.Module:
     source = Path(json.loads(record.read_text())["checkpoint"]) if record.is_file() else None
     if source is None or not source.is_dir():
         return load_hf_model(hf_dir)
-    found = find_checkpoint(source)
-    cfg = model_config_of(found)
-    model = build_model(cfg, device="cpu", seed=None)
-    model.load_state_dict(load_weights(found, cfg))
-    return model.eval()
+    return checkpoint_model(find_checkpoint(source))
 
 
 def verify_export(hf_dir: Path, prompts: Sequence[str], max_new_tokens: int = 32,
@@ -71,7 +66,7 @@ def verify_export(hf_dir: Path, prompts: Sequence[str], max_new_tokens: int = 32
         max_diff = max(max_diff, float((a - b).abs().max()))
         kls.append(float(F.kl_div(b.log_softmax(-1), a.log_softmax(-1), log_target=True,
                                   reduction="batchmean")))  # fmt: skip
-        mine = greedy_generate(ours, ids, max_new_tokens, eos_id=tokenizer.eos_id)
+        mine = greedy_ids(ours, ids, max_new_tokens, eos_id=tokenizer.eos_id)
         with torch.no_grad():
             out = theirs.generate(tokens, max_new_tokens=max_new_tokens, do_sample=False,
                                   pad_token_id=tokenizer.pad_id)[0, len(ids):].tolist()  # fmt: skip

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from scifm.model.config import ModelConfig, RopeConvention
+from scifm.model.kv_cache import LayerCache
 
 
 class _RMSNormFunction(torch.autograd.Function):
@@ -119,20 +120,23 @@ def apply_rope(
 
     "half" pairs dimension i with i + head_dim/2; "interleaved" pairs 2i with 2i + 1.
     Pair i at position t is rotated by the angle whose cos/sin are `cos[t, i]`, `sin[t, i]`.
-    For "half", cos/sin may also be the [T, head_dim] tables of `rope_tables`.
+    For "half", cos/sin may also be the [T, head_dim] tables of `rope_tables`. Tables of
+    shape [B, T, 1, *] give each row its own positions (left-padded decoding).
     """
     half = x.shape[-1] // 2
     if convention == "half" and x.dtype == torch.float32:
         if cos.shape[-1] == half:
             cos, sin = rope_tables(cos, sin)
+        if cos.dim() == 2:
+            cos, sin = cos[:, None, :], sin[:, None, :]
         # (first, second) -> (first * cos - second * sin, second * cos + first * sin): the
         # same products and sums as the two-half formula below, so the same fp32 values
         swapped = x.unflatten(-1, (2, half)).flip(-2).flatten(-2)
-        return x * cos[:, None, :] + swapped * sin[:, None, :]
+        return x * cos + swapped * sin
     if cos.shape[-1] != half:  # whole-head tables: their first / second halves
         cos, sin = cos[..., :half], sin[..., half:]
-    cos = cos[None, :, None, :]
-    sin = sin[None, :, None, :]
+    if cos.dim() == 2:
+        cos, sin = cos[None, :, None, :], sin[None, :, None, :]
     x32 = x.float()
     if convention == "half":
         first, second = x32.chunk(2, dim=-1)
@@ -159,20 +163,28 @@ class Attention(nn.Module):
         self.wv = nn.Linear(cfg.dim, kv_dim, bias=False)
         self.wo = nn.Linear(cfg.num_heads * cfg.head_dim, cfg.dim, bias=False)
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-        """x [B, T, dim]; cos/sin: RoPE tables with at least T rows (the first T are used)."""
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                cache: LayerCache | None = None) -> torch.Tensor:  # fmt: skip
+        """x [B, T, dim]; cos/sin: RoPE tables with at least T rows (the first T are used),
+        or per-row tables [B, T, 1, *]. With a `cache`, x holds only the new positions."""
         batch, seq_len, _ = x.shape
-        cos, sin = cos[:seq_len], sin[:seq_len]
+        if cos.dim() == 2:
+            cos, sin = cos[:seq_len], sin[:seq_len]
         q = self.wq(x).view(batch, seq_len, -1, self.head_dim)
         k = self.wk(x).view(batch, seq_len, -1, self.head_dim)
         v = self.wv(x).view(batch, seq_len, -1, self.head_dim)
         q = apply_rope(q, cos, sin, self.rope_convention)
         k = apply_rope(k, cos, sin, self.rope_convention)
         q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # [B, H, T, head_dim]
+        mask, causal = None, True
+        if cache is not None:
+            k, v = cache.append(k, v)
+            mask, causal = cache.mask, cache.causal
         # GQA: each key/value head serves `heads / kv_heads` consecutive query heads; SDPA
         # broadcasts them itself (no repeated copies of k and v)
         grouped = q.shape[1] != k.shape[1]
-        out = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=grouped)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal,
+                                             enable_gqa=grouped)  # fmt: skip
         return self.wo(out.transpose(1, 2).reshape(batch, seq_len, -1))
 
     def init_weights(self, std: float, out_std: float) -> None:
@@ -209,8 +221,9 @@ class TransformerBlock(nn.Module):
         self.ffn_norm = RMSNorm(cfg.dim, cfg.norm_eps)
         self.feed_forward = FeedForward(cfg.dim, cfg.hidden_dim)
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-        h = x + self.attention(self.attention_norm(x), cos, sin)
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                cache: LayerCache | None = None) -> torch.Tensor:  # fmt: skip
+        h = x + self.attention(self.attention_norm(x), cos, sin, cache)
         return h + self.feed_forward(self.ffn_norm(h))
 
     def init_weights(self, std: float, num_layers: int) -> None:

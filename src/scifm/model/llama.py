@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from scifm.model.config import ModelConfig
+from scifm.model.kv_cache import KVCache
 from scifm.model.layers import RMSNorm, TransformerBlock, precompute_rope, rope_tables
 
 
@@ -41,8 +42,12 @@ class Llama(nn.Module):
         self.register_buffer("rope_cos", cos, persistent=False)
         self.register_buffer("rope_sin", sin, persistent=False)
 
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Logits for every position; the dtype is that of the computation (no upcast)."""
+    def forward(self, tokens: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+        """Logits for every position; the dtype is that of the computation (no upcast).
+
+        With a `cache` (decoding), `tokens` are the next positions after those it holds."""
+        if cache is not None:
+            return self._decode(tokens, cache)
         seq_len = tokens.shape[1]
         if seq_len > self.cfg.max_seq_len:
             raise ValueError(
@@ -62,6 +67,20 @@ class Llama(nn.Module):
         if self.norm is not None:
             h = self.norm(h)
         return self._project(h)
+
+    def _decode(self, tokens: torch.Tensor, cache: KVCache) -> torch.Tensor:
+        if self.tok_embeddings is None or self.norm is None:
+            raise ValueError("decoding with a cache needs the whole model, not a pipeline stage")
+        positions = cache.begin(tokens.shape[1])
+        cos, sin = self.rope_cos[positions], self.rope_sin[positions]  # [B, T, head_dim/2]
+        if self.cfg.rope_convention == "half":
+            cos, sin = rope_tables(cos, sin)
+        cos, sin = cos.unsqueeze(2), sin.unsqueeze(2)  # broadcast over heads
+        h = self.tok_embeddings(tokens)
+        for name, layer in self.layers.items():
+            h = layer(h, cos, sin, cache.layer(int(name)))
+        cache.end(tokens.shape[1])
+        return self._project(self.norm(h))
 
     def _project(self, h: torch.Tensor) -> torch.Tensor:
         if self.output is not None:
