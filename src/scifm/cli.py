@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import yaml
+from rich.markup import escape
 from rich.table import Table
 
 from scifm.core.errors import ScifmError
@@ -204,12 +205,69 @@ def cmd_export(args: argparse.Namespace, recipe: Recipe) -> None:
         output.print_json(json.dumps(report))
         return
     from scifm.convert.export import export_hf
+    from scifm.core.dist import init_distributed, shutdown_distributed
 
     if args.out is None:
         raise ScifmError("export hf needs an output directory: scifm export hf CHECKPOINT OUT")
     tokenizer = Path(args.tokenizer) if args.tokenizer else None
-    out = export_hf(Path(args.source), Path(args.out), tokenizer, args.dtype)
-    output.print(f"wrote {out}", markup=False)
+    info = init_distributed(device="cpu")  # under a launcher, the ranks share the files
+    try:
+        out = export_hf(Path(args.source), Path(args.out), tokenizer, args.dtype,
+                        max_shard_bytes=int(args.max_shard_gb * 2**30))  # fmt: skip
+    finally:
+        shutdown_distributed()
+    if info.is_main:
+        output.print(f"wrote {out}", markup=False)
+
+
+def cmd_generate(args: argparse.Namespace, recipe: Recipe) -> None:
+    from scifm.model.generate import SamplingConfig
+    from scifm.stages import generate_completions
+
+    sampling = SamplingConfig.from_dict({
+        "max_new_tokens": args.max_tokens, "temperature": args.temperature, "top_k": args.top_k,
+        "top_p": args.top_p, "stop": args.stop or [], "seed": args.seed,
+    }, source="generate options")  # fmt: skip
+    prompts = list(args.prompts) + (read_prompts(Path(args.prompts_file)) if args.prompts_file
+                                    else [])  # fmt: skip
+    if args.dry_run:
+        _print_yaml({"model": args.model, "prompts": prompts, "sampling": sampling.to_dict()})
+        return
+    if args.batch_size < 1:
+        raise ScifmError(f"--batch-size {args.batch_size}: give at least 1")
+    result = generate_completions(
+        Path(args.model), prompts, sampling, batch_size=args.batch_size, device=args.device,
+        tokenizer=Path(args.tokenizer) if args.tokenizer else None, dtype=args.dtype,
+    )  # fmt: skip
+    if args.json:
+        for completion in result["completions"]:
+            output.print(json.dumps(completion), markup=False, highlight=False, soft_wrap=True)
+        return
+    for completion in result["completions"]:
+        output.print(f"[bold]{escape(completion['prompt'])}[/bold]"
+                     f"{escape(completion['completion'])}  [dim]({completion['finish_reason']}, "
+                     f"{completion['new_tokens']} tokens)[/dim]")  # fmt: skip
+    summary = (f"{len(prompts)} prompts, {result['new_tokens']} new tokens in "
+               f"{result['seconds']:.2f}s ({result['tokens_per_s']} tokens/s)")  # fmt: skip
+    output.print(summary, markup=False)
+
+
+def read_prompts(path: Path) -> list[str]:
+    """One prompt per line of a text file, or the "prompt" field of each JSONL record."""
+    if not path.is_file():
+        raise ScifmError(f"{path}: prompts file not found")
+    lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if path.suffix != ".jsonl":
+        return lines
+    prompts = []
+    for number, line in enumerate(lines, 1):
+        try:
+            record = json.loads(line)
+            prompts.append(str(record["prompt"]))
+        except (json.JSONDecodeError, KeyError, TypeError):
+            raise ScifmError(f"{path}:{number}: expected a JSON object with a \"prompt\" "
+                             "field") from None  # fmt: skip
+    return prompts
 
 
 def cmd_import(args: argparse.Namespace, recipe: Recipe) -> None:
@@ -278,11 +336,29 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("out", nargs="?", help="hf: the output directory")
     export.add_argument("--tokenizer", help="tokenizer.json (default: the run's data.tokenizer)")
     export.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
+    export.add_argument("--max-shard-gb", type=float, default=2.0,
+                        help="hf: safetensors files of at most this size (GiB)")  # fmt: skip
     export.add_argument("--max-new-tokens", type=int, default=32, help="verify: greedy tokens")
     imp = add("import", cmd_import, "`import hf HF_DIR OUT`: a Hugging Face Llama -> a checkpoint")
     imp.add_argument("format", choices=["hf"])
     imp.add_argument("hf_dir")
     imp.add_argument("out", help="run directory to write (OUT/checkpoints/step-00000000)")
+    gen = add("generate", cmd_generate, "complete prompts with a run, a checkpoint or a Hugging "
+              "Face directory (KV cache; greedy or sampled)")  # fmt: skip
+    gen.add_argument("model", help="run directory, step-* checkpoint or Hugging Face directory")
+    gen.add_argument("prompts", nargs="*", help="prompts (or --prompts-file)")
+    gen.add_argument("--prompts-file", help="one prompt per line, or JSONL with a prompt field")
+    gen.add_argument("--max-tokens", type=int, default=64, help="new tokens per prompt at most")
+    gen.add_argument("--temperature", type=float, default=0.0, help="0: greedy (default)")
+    gen.add_argument("--top-k", type=int, default=0, help="sample among the k likeliest; 0: all")
+    gen.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass")
+    gen.add_argument("--stop", action="append", help="stop string (repeatable)")
+    gen.add_argument("--seed", type=int, default=0, help="sampling seed")
+    gen.add_argument("--batch-size", type=int, default=16, help="prompts decoded together")
+    gen.add_argument("--tokenizer", help="tokenizer.json (default: the model's own)")
+    gen.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 ...")
+    gen.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
+    gen.add_argument("--json", action="store_true", help="one JSON object per completion")
     sub.add_parser("launch", help=LAUNCH_HELP, add_help=False)  # parsed by cmd_launch
     plot = add("plot", cmd_plot, "draw loss and throughput of RUN_DIR to PNG")
     plot.add_argument("run_dir")

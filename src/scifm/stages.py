@@ -7,6 +7,7 @@ be run, tested or replaced from its input artifact alone.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,10 @@ import numpy as np
 import torch
 
 from scifm.checkpoint import latest_checkpoint, load_checkpoint
+from scifm.convert.export import DTYPES as TORCH_DTYPES
+from scifm.convert.load import load_model
 from scifm.core.errors import ScifmError
+from scifm.core.progress import track
 from scifm.curate.jsonl import list_corpus_files, read_documents
 from scifm.data import BlendedSampler, DataConfig
 from scifm.data.mixture import mixture_table
@@ -113,6 +117,45 @@ def generate_samples(
     ids = [tokenizer.encode(prompt) for prompt in prompts]
     done = generate(model, ids, sampling, eos_id=tokenizer.eos_id, decode=tokenizer.decode)
     return [{"prompt": p, "completion": c.text or ""} for p, c in zip(prompts, done, strict=True)]
+
+
+def generate_completions(
+    model_path: Path, prompts: Sequence[str], sampling: SamplingConfig, *,
+    tokenizer: Path | None = None, batch_size: int = 16, device: str = "cpu",
+    dtype: str = "float32",
+) -> dict[str, Any]:  # fmt: skip
+    """Complete `prompts` with MODEL (a run, a checkpoint or a Hugging Face directory).
+
+    Prompts go through the model `batch_size` at a time with a KV cache. Returns each
+    completion with its finish reason and token count, and the throughput.
+    """
+    if not prompts:
+        raise ScifmError("no prompts given: pass them as arguments or with --prompts-file")
+    if dtype not in TORCH_DTYPES:
+        raise ScifmError(f"dtype {dtype!r} is not one of {sorted(TORCH_DTYPES)}")
+    model, tok = load_model(model_path, tokenizer)
+    if sampling.max_new_tokens >= model.cfg.max_seq_len:
+        raise ScifmError(f"max_new_tokens={sampling.max_new_tokens} leaves no room for a prompt: "
+                         f"the model's max_seq_len is {model.cfg.max_seq_len}")  # fmt: skip
+    if empty := [p for p in prompts if not tok.encode(p)]:
+        raise ScifmError(f"prompt {empty[0]!r} has no tokens; give some text")
+    model.to(device).cast_weights(TORCH_DTYPES[dtype])
+    completions: list[dict[str, Any]] = []
+    start = time.perf_counter()
+    with track(len(prompts), "generate") as bar:
+        for first in range(0, len(prompts), batch_size):
+            chunk = prompts[first : first + batch_size]
+            ids = [tok.encode(prompt) for prompt in chunk]
+            done = generate(model, ids, sampling, eos_id=tok.eos_id, decode=tok.decode)
+            completions += [
+                {"prompt": p, "completion": c.text, "finish_reason": c.finish_reason,
+                 "new_tokens": len(c.ids)} for p, c in zip(chunk, done, strict=True)
+            ]  # fmt: skip
+            bar.advance(len(chunk))
+    seconds = time.perf_counter() - start
+    new_tokens = sum(c["new_tokens"] for c in completions)
+    return {"completions": completions, "seconds": round(seconds, 3), "new_tokens": new_tokens,
+            "tokens_per_s": round(new_tokens / seconds, 1) if seconds else None}  # fmt: skip
 
 
 def inspect_mixture(cfg: DataConfig, token_budget: int | None = None) -> dict[str, Any]:

@@ -5,7 +5,8 @@ scifm's model on a fixed prompt set: the max |difference| of the logits, the mea
 divergence of the next-token distributions, and greedy continuations token for token.
 scifm's side is the checkpoint the export came from (`scifm_export.json`), or the same
 weights imported back when that checkpoint is gone. An export fails when the logits differ
-by more than `atol` or any greedy token differs.
+by more than `atol` or any greedy token differs. Both sides compute in float32; a
+bfloat16 export is compared with the checkpoint's weights rounded to bfloat16 the same way.
 """
 
 from __future__ import annotations
@@ -40,12 +41,24 @@ def _transformers() -> Any:
 
 
 def scifm_model(hf_dir: Path) -> torch.nn.Module:
-    """The model the export was made from, else the export's weights in scifm's Llama."""
+    """The model the export was made from, else the export's weights in scifm's Llama.
+
+    For a bfloat16 export the checkpoint's weights are rounded to bfloat16 (and computed in
+    float32, as the export is): what is verified is the conversion, not the rounding.
+    """
     record = hf_dir / "scifm_export.json"
     source = Path(json.loads(record.read_text())["checkpoint"]) if record.is_file() else None
     if source is None or not source.is_dir():
         return load_hf_model(hf_dir)
-    return checkpoint_model(find_checkpoint(source))
+    model = checkpoint_model(find_checkpoint(source))
+    if export_dtype(hf_dir) == "bfloat16":
+        model.cast_weights(torch.bfloat16).cast_weights(torch.float32)
+    return model
+
+
+def export_dtype(hf_dir: Path) -> str:
+    config = json.loads((hf_dir / "config.json").read_text())
+    return str(config.get("torch_dtype") or config.get("dtype") or "float32")
 
 
 def verify_export(hf_dir: Path, prompts: Sequence[str], max_new_tokens: int = 32,
@@ -76,7 +89,8 @@ def verify_export(hf_dir: Path, prompts: Sequence[str], max_new_tokens: int = 32
         total += max(len(mine), len(out))
     report = {"hf_dir": str(hf_dir), "prompts": len(prompts), "max_abs_diff": max_diff,
               "mean_kl": sum(kls) / len(kls), "greedy_agreement": same / max(1, total),
-              "new_tokens": max_new_tokens, "atol": atol}  # fmt: skip
+              "new_tokens": max_new_tokens, "atol": atol,
+              "dtype": export_dtype(hf_dir)}  # fmt: skip
     report["identical"] = max_diff <= atol and same == total
     if not report["identical"]:
         raise ExportMismatch(

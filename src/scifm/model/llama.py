@@ -108,6 +108,12 @@ class Llama(nn.Module):
             if self.output is not None:
                 nn.init.normal_(self.output.weight, mean=0.0, std=self.cfg.init_std)
 
+    def cast_weights(self, dtype: torch.dtype) -> Llama:
+        """Parameters to `dtype` (bf16 inference, say); the RoPE tables stay float32."""
+        for param in self.parameters():
+            param.data = param.data.to(dtype)
+        return self
+
     def _recompute_rope(self) -> None:
         cos, sin = precompute_rope(
             self.cfg.head_dim, self.cfg.max_seq_len, self.cfg.rope_theta, self.rope_cos.device

@@ -12,25 +12,12 @@ import logging
 
 import pytest
 import torch
+import transformers
+from tests.unit.convert.conftest import PROMPTS
 
 from scifm.checkpoint import save_checkpoint
 from scifm.cli import main
 from scifm.model import ModelConfig, build_model
-from scifm.tokens.tokenizer import Tokenizer, TokenizerConfig, train_tokenizer
-
-transformers = pytest.importorskip("transformers")
-
-PROMPTS = ["The eigenvalues of a matrix", "Compute the integral of x**2", "import numpy as np"]
-
-
-@pytest.fixture(scope="module")
-def tokenizer(tmp_path_factory) -> Tokenizer:
-    import json as json_module
-
-    path = tmp_path_factory.mktemp("tok") / "tokenizer.json"
-    texts = [json_module.__doc__ or "", json_module.dumps.__doc__ or "", *PROMPTS]
-    train_tokenizer(TokenizerConfig(vocab_size=400, min_frequency=1), texts, path)
-    return Tokenizer.load(path)
 
 
 def _checkpoint(tmp_path, cfg: ModelConfig, meta_extra: dict | None = None):
@@ -113,6 +100,26 @@ def test_verify_passes_a_good_export(tmp_path, tokenizer, capsys) -> None:
     report = json.loads(capsys.readouterr().out)
     assert report["identical"] and report["greedy_agreement"] == 1.0
     assert report["max_abs_diff"] < 1e-5 and report["prompts"] == 3
+
+
+def test_verify_checks_a_bfloat16_export_against_the_rounded_weights(tmp_path, tokenizer,
+                                                                     capsys) -> None:  # fmt: skip
+    cfg = ModelConfig(dim=64, num_layers=2, num_heads=4, num_kv_heads=2, multiple_of=32,
+                      vocab_size=tokenizer.vocab_size, max_seq_len=64)  # fmt: skip
+    model, checkpoint = _checkpoint(tmp_path, cfg)
+    out = tmp_path / "hf-bf16"
+    assert main(["export", "hf", str(checkpoint), str(out), "--tokenizer", str(tokenizer.path),
+                 "--dtype", "bfloat16"]) == 0  # fmt: skip
+    theirs = transformers.AutoModelForCausalLM.from_pretrained(out, local_files_only=True)
+    assert theirs.dtype == torch.bfloat16
+    tokens = torch.tensor([tokenizer.encode(PROMPTS[0])])
+    with torch.no_grad():  # the rounding itself is visible against the fp32 weights
+        rounded = theirs.float()(tokens).logits
+        assert (model(tokens)[..., : cfg.vocab_size] - rounded).abs().max() > 1e-4
+    capsys.readouterr()
+    assert main(["export", "verify", str(out)]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["dtype"] == "bfloat16" and report["max_abs_diff"] < 1e-5
 
 
 def test_verify_fails_an_export_with_the_wrong_rope_permutation(tmp_path, tokenizer,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import transformers
 
 from scifm.convert.hf_llama import (
     from_hf_state_dict,
@@ -19,8 +20,6 @@ from scifm.convert.hf_llama import (
 )
 from scifm.core.errors import ScifmError
 from scifm.model import ModelConfig, build_model
-
-transformers = pytest.importorskip("transformers")
 
 SHAPES = {
     "gqa-untied": dict(num_heads=4, num_kv_heads=2, tie_embeddings=False),

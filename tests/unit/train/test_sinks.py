@@ -115,7 +115,6 @@ def _wandb_records(run_file: Path) -> list[dict]:
 
 
 def test_wandb_offline_run_holds_history_and_resumes_the_same_run(tmp_path, monkeypatch) -> None:
-    pytest.importorskip("wandb")
     _wandb_offline_env(monkeypatch, tmp_path)
     run = tmp_path / "my-run"
     cfg = MetricsConfig(wandb=True, wandb_project="scifm-test")
@@ -154,7 +153,6 @@ def test_missing_packages_name_the_extra(tmp_path, monkeypatch) -> None:
 
 
 def test_corrupt_wandb_run_file_is_a_one_line_error(tmp_path, monkeypatch) -> None:
-    pytest.importorskip("wandb")
     _wandb_offline_env(monkeypatch, tmp_path)
     (tmp_path / WANDB_RUN_FILE).write_text("{not json")
     with pytest.raises(ScifmError, match="delete the file"):
