@@ -223,7 +223,8 @@ class TransformerBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
                 cache: LayerCache | None = None) -> torch.Tensor:  # fmt: skip
-        h = x + self.attention(self.attention_norm(x), cos, sin, cache)
+        # the cache goes by keyword: tensor parallelism's input hooks see positional inputs only
+        h = x + self.attention(self.attention_norm(x), cos, sin, cache=cache)
         return h + self.feed_forward(self.ffn_norm(h))
 
     def init_weights(self, std: float, num_layers: int) -> None:

@@ -78,7 +78,7 @@ class Llama(nn.Module):
         cos, sin = cos.unsqueeze(2), sin.unsqueeze(2)  # broadcast over heads
         h = self.tok_embeddings(tokens)
         for name, layer in self.layers.items():
-            h = layer(h, cos, sin, cache.layer(int(name)))
+            h = layer(h, cos, sin, cache=cache.layer(int(name)))
         cache.end(tokens.shape[1])
         return self._project(self.norm(h))
 
