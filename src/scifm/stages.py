@@ -158,6 +158,32 @@ def generate_completions(
             "tokens_per_s": round(new_tokens / seconds, 1) if seconds else None}  # fmt: skip
 
 
+def evaluate_model(
+    model_path: Path, task_specs: Sequence[str], *, out: Path | None = None,
+    limit: int | None = None, shots: int | None = None, batch_size: int = 16,
+    tokenizer: Path | None = None, device: str = "cpu",
+) -> dict[str, Any]:  # fmt: skip
+    """Score MODEL on tasks (built-in names, task YAML or questions JSONL files); write
+    results.json, results.md and per-question samples to `out` (default MODEL/eval)."""
+    from scifm.eval.run import evaluate, write_results
+    from scifm.eval.tasks import resolve_task
+
+    if not task_specs:
+        raise ScifmError("no tasks given: pass --tasks, e.g. --tasks sciq,arc_easy")
+    tasks = [resolve_task(spec) for spec in task_specs]
+    if shots is not None:
+        tasks = [task.model_copy(update={"num_fewshot": shots}) for task in tasks]
+    model, tok = load_model(model_path, tokenizer)
+    model.to(device)
+    results = evaluate(model, tok.encode, tok.eos_id, tasks, limit, batch_size)
+    if out is None:
+        step = model_path.name.startswith("step-")
+        out = model_path.parent.parent / "eval" / model_path.name if step else model_path / "eval"
+    meta = {"model": str(model_path), "limit": limit, "batch_size": batch_size}
+    write_results(out, results, meta)
+    return {"out": str(out), "tasks": [r.summary() for r in results]}
+
+
 def inspect_mixture(cfg: DataConfig, token_budget: int | None = None) -> dict[str, Any]:
     """The mixture as rows (corpus, files, documents, tokens, weight, epochs) and totals."""
     sampler = BlendedSampler.from_config(cfg)  # validates every file and the corpus sizes

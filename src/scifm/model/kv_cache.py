@@ -18,7 +18,10 @@ advances the length.
 
 from __future__ import annotations
 
+import copy
+
 import torch
+import torch.nn.functional as F
 
 from scifm.model.config import ModelConfig
 
@@ -62,6 +65,7 @@ class KVCache:
         self.capacity = capacity
         self.pad_lengths = torch.tensor(pad_lengths, dtype=torch.long, device=device)
         self.padded = any(pad_lengths)
+        self.last_position = cfg.max_seq_len - 1
         self.length = 0
         self.mask: torch.Tensor | None = None
         self.causal = False
@@ -81,7 +85,27 @@ class KVCache:
                 cols[None, None, :] >= self.pad_lengths[:, None, None])  # fmt: skip
             allowed |= (cols[None, :] == rows[:, None])[None]  # padding queries: themselves
             self.mask = allowed[:, None]  # [B, 1, new, end]
-        return (rows[None, :] - self.pad_lengths[:, None]).clamp(min=0)
+        # padding gets position 0; a row's right padding (a shorter continuation than its
+        # batch's longest, when scoring) may run past the window: clamped, never read
+        return (rows[None, :] - self.pad_lengths[:, None]).clamp(0, self.last_position)
+
+    def select(self, rows: list[int], capacity: int | None = None) -> KVCache:
+        """A new cache whose row i continues row `rows[i]` of this one (rows may repeat).
+
+        For scoring several continuations of one shared context: the context is run once,
+        then its keys and values are copied to one row per continuation.
+        """
+        index = torch.tensor(rows, dtype=torch.long, device=self.pad_lengths.device)
+        chosen = copy.copy(self)
+        chosen.capacity = capacity or self.capacity
+        width = chosen.capacity - self.length
+        chosen.keys, chosen.values = [
+            [F.pad(t.index_select(0, index)[:, :, : self.length], (0, 0, 0, width)) for t in ts]
+            for ts in (self.keys, self.values)
+        ]  # fmt: skip
+        chosen.pad_lengths = self.pad_lengths.index_select(0, index)
+        chosen.padded = bool(chosen.pad_lengths.any())
+        return chosen
 
     def layer(self, index: int) -> LayerCache:
         return LayerCache(self, index)

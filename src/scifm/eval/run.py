@@ -1,0 +1,109 @@
+"""Run tasks on a model and write the results: JSON, a Markdown table, per-question records.
+
+`evaluate` scores every task's questions (`scifm.eval.scoring`) and aggregates them
+(`scifm.eval.metrics`). Per task it reports accuracy and length-normalised accuracy with
+standard errors, the chance level (and says plainly when the model is not distinguishable
+from it: within two standard errors), and speed: seconds, questions per second and the
+mean latency of a question. `write_results` puts `results.json`, `results.md` and
+`samples/<task>.jsonl` (each question's log-likelihoods and predictions) in a directory,
+atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from scifm.core.io import atomic_dir, write_json
+from scifm.core.progress import track
+from scifm.eval.metrics import chance, choice_outcome, mean_stderr
+from scifm.eval.scoring import LoglikelihoodScorer, Question
+from scifm.eval.tasks import TaskConfig, prompt, task_documents
+
+
+@dataclass
+class TaskResult:
+    name: str
+    questions: int
+    num_fewshot: int
+    acc: float
+    acc_stderr: float
+    acc_norm: float
+    acc_norm_stderr: float
+    chance: float
+    seconds: float
+    records: list[dict[str, Any]] = field(default_factory=list, repr=False)
+
+    @property
+    def near_chance(self) -> bool:
+        return abs(self.acc - self.chance) <= 2 * max(self.acc_stderr, 1e-12)
+
+    def summary(self) -> dict[str, Any]:
+        row = {k: v for k, v in asdict(self).items() if k != "records"}
+        row["questions_per_s"] = round(self.questions / self.seconds, 2) if self.seconds else None
+        row["latency_ms_per_question"] = round(1000 * self.seconds / self.questions, 2)
+        row["near_chance"] = self.near_chance
+        return row
+
+
+def task_questions(task: TaskConfig, limit: int | None = None) -> tuple[list[dict], list[Question]]:
+    """The task's documents (the first `limit`) and the question each becomes."""
+    docs = task_documents(task)
+    chosen = range(min(limit, len(docs)) if limit else len(docs))
+    questions = [Question(prompt(task, docs, i),
+                          tuple(task.target_delimiter + c for c in docs[i]["choices"]))
+                 for i in chosen]  # fmt: skip
+    return [docs[i] for i in chosen], questions
+
+
+def evaluate_task(scorer: LoglikelihoodScorer, task: TaskConfig,
+                  limit: int | None = None) -> TaskResult:  # fmt: skip
+    docs, questions = task_questions(task, limit)
+    start = time.perf_counter()
+    with track(len(questions), f"eval {task.name}") as bar:
+        logliks = scorer.score(questions, on_batch=bar.advance)
+    seconds = time.perf_counter() - start
+    records = []
+    for index, (doc, scores) in enumerate(zip(docs, logliks, strict=True)):
+        outcome = choice_outcome(scores, doc["choices"], doc["gold"])
+        records.append({"index": index, "gold": doc["gold"], "logliks": scores, **outcome})
+    acc, acc_err = mean_stderr([r["acc"] for r in records])
+    norm, norm_err = mean_stderr([r["acc_norm"] for r in records])
+    return TaskResult(task.name, len(records), task.num_fewshot, acc, acc_err, norm, norm_err,
+                      chance([len(d["choices"]) for d in docs]), round(seconds, 3),
+                      records)  # fmt: skip
+
+
+def evaluate(model: nn.Module, encode: Any, prefix_id: int | None, tasks: list[TaskConfig],
+             limit: int | None = None, batch_size: int = 16) -> list[TaskResult]:  # fmt: skip
+    scorer = LoglikelihoodScorer(model, encode, prefix_id, batch_size)
+    return [evaluate_task(scorer, task, limit) for task in tasks]
+
+
+def markdown_table(results: list[TaskResult]) -> str:
+    lines = ["| task | shots | questions | acc | acc_norm | chance | questions/s |",
+             "|---|---|---|---|---|---|---|"]  # fmt: skip
+    for r in results:
+        s = r.summary()
+        flag = " (near chance)" if r.near_chance else ""
+        lines.append(f"| {r.name} | {r.num_fewshot} | {r.questions} | {r.acc:.4f} ± "
+                     f"{r.acc_stderr:.4f}{flag} | {r.acc_norm:.4f} ± {r.acc_norm_stderr:.4f} | "
+                     f"{r.chance:.4f} | {s['questions_per_s']} |")  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def write_results(out: Path, results: list[TaskResult], meta: dict[str, Any]) -> Path:
+    """OUT/results.json, OUT/results.md and OUT/samples/<task>.jsonl, written atomically."""
+    with atomic_dir(out) as tmp:
+        write_json(tmp / "results.json", {**meta, "tasks": [r.summary() for r in results]})
+        (tmp / "results.md").write_text(markdown_table(results), encoding="utf-8")
+        (tmp / "samples").mkdir()
+        for r in results:
+            lines = "".join(json.dumps(record) + "\n" for record in r.records)
+            (tmp / "samples" / f"{r.name}.jsonl").write_text(lines, encoding="utf-8")
+    return out
