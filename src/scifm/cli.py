@@ -278,6 +278,9 @@ def cmd_eval(args: argparse.Namespace, recipe: Recipe) -> None:
         _print_yaml({"model": args.model, "tasks": tasks, "limit": args.limit,
                      "shots": args.shots})  # fmt: skip
         return
+    if args.lm_eval_tasks:
+        _write_lm_eval_tasks(args, tasks)
+        return
     for name, value in (("--limit", args.limit), ("--batch-size", args.batch_size)):
         if value is not None and value < 1:
             raise ScifmError(f"{name} {value}: give at least 1")
@@ -288,6 +291,18 @@ def cmd_eval(args: argparse.Namespace, recipe: Recipe) -> None:
     )  # fmt: skip
     output.print((Path(report["out"]) / "results.md").read_text(), markup=False)
     output.print(f"wrote {report['out']}", markup=False)
+
+
+def _write_lm_eval_tasks(args: argparse.Namespace, tasks: list[str]) -> None:
+    """The same tasks as lm-evaluation-harness task files, and the command that runs them."""
+    from scifm.eval.lm_eval_tasks import lm_eval_command, shell_line, write_lm_eval_tasks
+
+    directory = Path(args.lm_eval_tasks)
+    names = write_lm_eval_tasks(directory, tasks or ["sciq", "arc_easy"])
+    out = Path(args.out) if args.out else directory / "results"
+    command = lm_eval_command(Path(args.model), directory, names, out, args.limit)
+    output.print(f"wrote {directory}; run lm-evaluation-harness on the export with:\n"
+                 f"{shell_line(command)}", markup=False, soft_wrap=True)  # fmt: skip
 
 
 def cmd_import(args: argparse.Namespace, recipe: Recipe) -> None:
@@ -373,6 +388,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--out", help="results directory (default MODEL/eval)")
     ev.add_argument("--tokenizer", help="tokenizer.json (default: the model's own)")
     ev.add_argument("--device", default="cpu")
+    ev.add_argument("--lm-eval-tasks", metavar="DIR",
+                    help="instead: write these tasks for lm-evaluation-harness (same files) "
+                    "and print its command for MODEL")  # fmt: skip
     gen = add("generate", cmd_generate, "complete prompts with a run, a checkpoint or a Hugging "
               "Face directory (KV cache; greedy or sampled)")  # fmt: skip
     gen.add_argument("model", help="run directory, step-* checkpoint or Hugging Face directory")

@@ -162,3 +162,26 @@ def test_tensor_parallel_without_a_launcher_is_one_clear_error(capsys) -> None:
 def test_malformed_fault_spec_is_one_clear_error(capsys, monkeypatch) -> None:
     monkeypatch.setenv("SCIFM_FAULT", "kill-at-step-5")
     _fails_cleanly(capsys, ["train", "--config", DEBUG], "SCIFM_FAULT: cannot read")
+
+
+@pytest.mark.parametrize(("argv", "expected"), [
+    (["--tasks", "sciqq"], "unknown task 'sciqq'"),
+    (["--tasks", "sciq", "--limit", "0"], "--limit 0"),
+    ([], "no tasks given"),
+])  # fmt: skip
+def test_eval_bad_requests(capsys, tmp_path, argv: list[str], expected: str) -> None:
+    (tmp_path / "run").mkdir()
+    _fails_cleanly(capsys, ["eval", str(tmp_path / "run"), *argv], expected)
+
+
+def test_eval_of_a_directory_without_checkpoints(capsys, tmp_path) -> None:
+    (tmp_path / "run").mkdir()
+    _fails_cleanly(capsys, ["eval", str(tmp_path / "run"), "--tasks", "sciq"],
+                   "no complete checkpoint")  # fmt: skip
+
+
+def test_eval_malformed_task_yaml(capsys, tmp_path) -> None:
+    (tmp_path / "run").mkdir()
+    (tmp_path / "task.yaml").write_text("name: [x\n")
+    _fails_cleanly(capsys, ["eval", str(tmp_path / "run"), "--tasks", str(tmp_path / "task.yaml")],
+                   "malformed YAML")  # fmt: skip
