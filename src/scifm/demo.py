@@ -117,6 +117,7 @@ def run_demo(recipe: Recipe, out: Path) -> dict[str, Any]:
     report = _report(result, mixture, samples, plot)
     report.update(_checkpoint_summary(out))
     report.update(_export_and_verify(out, paths, recipe))
+    report.update(_evaluate(out, recipe))
     write_json(out / "report.json", report)
     _print_summary(report)
     return report
@@ -171,6 +172,27 @@ def _export_and_verify(out: Path, paths: DemoPaths, recipe: Recipe) -> dict[str,
     return {"hf_export": str(hf_dir), "export_verify": verdict}
 
 
+def _evaluate(out: Path, recipe: Recipe) -> dict[str, Any]:
+    """Held-out perplexity per corpus and science benchmarks, 0-shot (`scifm eval`)."""
+    from scifm.stages import evaluate_model
+
+    if not recipe.demo.eval_tasks:
+        return {}
+    log.info("eval: %s", ", ".join(recipe.demo.eval_tasks))
+    result = evaluate_model(out, recipe.demo.eval_tasks, out=out / "eval",
+                            limit=recipe.demo.eval_limit)  # fmt: skip
+    summary: dict[str, Any] = {"eval": result["out"]}
+    for row in result["heldout"]:
+        summary[f"bpb_{row['corpus']}"] = row.get("bits_per_byte")
+    for task in result["tasks"]:
+        verdict = "near chance" if task["near_chance"] else "above chance"
+        if task["acc"] < task["chance"] and not task["near_chance"]:
+            verdict = "below chance"
+        summary[f"{task['name']}_acc"] = (f"{task['acc']:.3f} ± {task['acc_stderr']:.3f} "
+                                          f"({verdict}: {task['chance']:.2f})")  # fmt: skip
+    return summary
+
+
 def _print_summary(report: dict[str, Any]) -> None:
     table = Table(title="scifm demo", show_header=True)
     table.add_column("metric")
@@ -180,6 +202,9 @@ def _print_summary(report: dict[str, Any]) -> None:
                 "checkpoint_mb", "bad_steps", "loss_plot", "hf_export",
                 "export_verify"):  # fmt: skip
         table.add_row(key, str(report[key]))
+    for key in report:
+        if key == "eval" or key.startswith("bpb_") or key.endswith("_acc"):
+            table.add_row(key, str(report[key]))
     output.print(table)
     mixture = Table(title="data mixture (implicit blended sampler)")
     for column in ("corpus", "weight", "tokens", "epochs seen"):

@@ -50,6 +50,10 @@ class DemoConfig(Config):
     """Prompts whose greedy continuations the demo shows."""
     max_new_tokens: int = Field(default=24, gt=0)
     """Tokens generated per prompt."""
+    eval_tasks: list[str] = Field(default_factory=lambda: ["heldout", "sciq", "arc_easy"])
+    """What the demo evaluates its model on at the end (`scifm eval --tasks`)."""
+    eval_limit: int | None = Field(default=None, gt=0)
+    """Questions per benchmark (null: all)."""
 
     @field_validator("weights")
     @classmethod
@@ -77,7 +81,7 @@ class Recipe(Config):
     corpus: DemoCorpusConfig = Field(default_factory=DemoCorpusConfig)
     tokenizer: TokenizerConfig = Field(default_factory=lambda: TokenizerConfig(vocab_size=4096))
     tokenize: TokenizeConfig = Field(default_factory=TokenizeConfig)
-    data: DataConfig = Field(default_factory=lambda: DataConfig(seq_len=256))
+    data: DataConfig = Field(default_factory=lambda: DataConfig(seq_len=256, valid_fraction=0.02))
     model: ModelConfig = Field(default_factory=_demo_model)
     train: TrainConfig = Field(default_factory=_demo_train)
     parallel: ParallelConfig = Field(default_factory=ParallelConfig)

@@ -169,19 +169,41 @@ def evaluate_model(
     from scifm.eval.tasks import resolve_task
 
     if not task_specs:
-        raise ScifmError("no tasks given: pass --tasks, e.g. --tasks sciq,arc_easy")
-    tasks = [resolve_task(spec) for spec in task_specs]
+        raise ScifmError("no tasks given: pass --tasks, e.g. --tasks heldout,sciq,arc_easy")
+    tasks = [resolve_task(spec) for spec in task_specs if spec != HELDOUT]
     if shots is not None:
         tasks = [task.model_copy(update={"num_fewshot": shots}) for task in tasks]
+    data = _run_data_config(model_path) if HELDOUT in task_specs else None
     model, tok = load_model(model_path, tokenizer)
     model.to(device)
+    heldout = None
+    if data is not None:
+        from scifm.eval.perplexity import heldout_perplexity
+
+        heldout = heldout_perplexity(model, data, tok.decode)
     results = evaluate(model, tok.encode, tok.eos_id, tasks, limit, batch_size)
     if out is None:
         step = model_path.name.startswith("step-")
         out = model_path.parent.parent / "eval" / model_path.name if step else model_path / "eval"
     meta = {"model": str(model_path), "limit": limit, "batch_size": batch_size}
-    write_results(out, results, meta)
-    return {"out": str(out), "tasks": [r.summary() for r in results]}
+    write_results(out, results, meta, heldout)
+    return {"out": str(out), "heldout": heldout or [], "tasks": [r.summary() for r in results]}
+
+
+HELDOUT = "heldout"
+"""The task name for perplexity and bits per byte on each training corpus's held-out split."""
+
+
+def _run_data_config(model_path: Path) -> DataConfig:
+    from scifm.convert.load import find_checkpoint, is_hf_dir
+
+    if is_hf_dir(model_path):
+        raise ScifmError(f"{model_path}: a Hugging Face directory records no training data; "
+                         "evaluate held-out perplexity on the scifm run or checkpoint")  # fmt: skip
+    metadata = find_checkpoint(model_path).metadata
+    if "data" not in metadata:
+        raise ScifmError(f"{model_path}: the checkpoint records no data config")
+    return DataConfig.from_dict(metadata["data"], source=f"{model_path} metadata")
 
 
 def inspect_mixture(cfg: DataConfig, token_budget: int | None = None) -> dict[str, Any]:

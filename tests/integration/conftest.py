@@ -23,6 +23,7 @@ TINY = [
     "train.log_every=4",
     "train.checkpoint.every=10",  # with keep_last 2: 10 and 20 are removed
     "demo.max_new_tokens=8",
+    "demo.eval_limit=50",
 ]
 
 

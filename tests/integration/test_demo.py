@@ -29,6 +29,12 @@ def test_demo_writes_the_run_directory(demo_run: Path) -> None:
     assert report["bad_steps"] == 0 and report["checkpoint_mb"] > 0
     assert report["export_verify"].startswith("identical")
     assert (demo_run / "hf" / "config.json").is_file()
+    for corpus in ("math", "scicomp", "python"):  # held-out bits per byte of each corpus
+        assert 0 < report[f"bpb_{corpus}"] < 8
+    for task in ("sciq", "arc_easy"):
+        assert "chance: 0.25)" in report[f"{task}_acc"]
+    results = json.loads((demo_run / "eval" / "results.json").read_text())
+    assert [t["questions"] for t in results["tasks"]] == [50, 50]
 
 
 def test_demo_checkpoints_are_complete(demo_run: Path) -> None:

@@ -97,11 +97,23 @@ def markdown_table(results: list[TaskResult]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_results(out: Path, results: list[TaskResult], meta: dict[str, Any]) -> Path:
+def heldout_table(rows: list[dict[str, Any]]) -> str:
+    lines = ["| corpus (held out) | tokens | perplexity | bits per byte |", "|---|---|---|---|"]
+    for row in rows:
+        lines.append(f"| {row['corpus']} | {row['tokens']:,} | {row.get('perplexity', '-')} | "
+                     f"{row.get('bits_per_byte', '-')} |")  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def write_results(out: Path, results: list[TaskResult], meta: dict[str, Any],
+                  heldout: list[dict[str, Any]] | None = None) -> Path:  # fmt: skip
     """OUT/results.json, OUT/results.md and OUT/samples/<task>.jsonl, written atomically."""
+    tables = [heldout_table(heldout)] if heldout else []
+    tables += [markdown_table(results)] if results else []
     with atomic_dir(out) as tmp:
-        write_json(tmp / "results.json", {**meta, "tasks": [r.summary() for r in results]})
-        (tmp / "results.md").write_text(markdown_table(results), encoding="utf-8")
+        write_json(tmp / "results.json", {**meta, "heldout": heldout or [],
+                                          "tasks": [r.summary() for r in results]})  # fmt: skip
+        (tmp / "results.md").write_text("\n".join(tables), encoding="utf-8")
         (tmp / "samples").mkdir()
         for r in results:
             lines = "".join(json.dumps(record) + "\n" for record in r.records)

@@ -9,8 +9,9 @@ sum of its tokens' log-probabilities, each given everything before it.
 Speed: questions go through the model in batches. A batch's contexts are left-padded and
 run once (prefill, with a KV cache); the cache is then copied to one row per choice, and
 every choice's tokens are run from there in one forward pass, right-padded (a causal model
-never looks at the padding after a token). A question whose context plus a choice does not
-fit in the model's window is scored whole, choice by choice, with the left truncation.
+never looks at the padding after a token). Questions whose context plus a choice does not
+fit in the model's window are scored whole (each choice its own left-truncated sequence),
+also batched and right-padded.
 """
 
 from __future__ import annotations
@@ -71,33 +72,45 @@ class LoglikelihoodScorer:
               on_batch: Callable[[int], None] | None = None) -> list[list[float]]:  # fmt: skip
         """The log-likelihood of every continuation of every question, in order."""
         encoded = [encode_question(q, self.encode, self.prefix_id) for q in questions]
-        results: list[list[float] | None] = [None] * len(encoded)
+        results: list[list[float]] = [[] for _ in encoded]
         fits = [i for i, e in enumerate(encoded) if self._fits(e)]
-        for i, e in enumerate(encoded):
-            if i not in set(fits):
-                results[i] = [self._whole(e.context + c, len(c)) for c in e.continuations]
         for start in range(0, len(fits), self.batch_size):
             batch = fits[start : start + self.batch_size]
             for i, scores in zip(batch, self._shared([encoded[i] for i in batch]), strict=True):
                 results[i] = scores
             if on_batch is not None:
                 on_batch(len(batch))
-        if on_batch is not None and len(fits) < len(encoded):
-            on_batch(len(encoded) - len(fits))
-        return [r for r in results if r is not None]
+        long = [i for i in range(len(encoded)) if i not in set(fits)]
+        for start in range(0, len(long), self.batch_size):
+            batch = long[start : start + self.batch_size]
+            pairs = [(i, e.context + c, len(c)) for i in batch
+                     for e in [encoded[i]] for c in e.continuations]  # fmt: skip
+            for (i, _, _), score in zip(pairs, self._whole([(t, n) for _, t, n in pairs]),
+                                        strict=True):  # fmt: skip
+                results[i].append(score)
+            if on_batch is not None:
+                on_batch(len(batch))
+        return results
 
     def _fits(self, encoded: Encoded) -> bool:
         longest = max(len(c) for c in encoded.continuations)
         return len(encoded.context) + longest - 1 <= self.window
 
     @torch.no_grad()
-    def _whole(self, tokens: list[int], count: int) -> float:
-        """One sequence, left-truncated to the window; the sum over its last `count` tokens."""
-        tokens = tokens[-(self.window + 1) :]
-        inputs = torch.tensor([tokens[:-1]], device=self.device)
-        logprobs = self.model(inputs)[0, -count:, : self.vocab].float().log_softmax(-1)
-        targets = torch.tensor(tokens[-count:], device=self.device)
-        return float(logprobs.gather(-1, targets[:, None]).sum())
+    def _whole(self, sequences: list[tuple[list[int], int]]) -> list[float]:
+        """Each (tokens, count) left-truncated to the window, right-padded into one batch;
+        the summed log-probabilities of each sequence's last `count` tokens."""
+        kept = [tokens[-(self.window + 1) :] for tokens, _ in sequences]
+        width = max(len(t) for t in kept) - 1
+        inputs = torch.tensor([t[:-1] + [0] * (width + 1 - len(t)) for t in kept],
+                              device=self.device)  # fmt: skip
+        logprobs = self.model(inputs)[:, :, : self.vocab].float().log_softmax(-1)
+        scores = []
+        for row, (tokens, (_, count)) in enumerate(zip(kept, sequences, strict=True)):
+            targets = torch.tensor(tokens[-count:], device=self.device)
+            positions = torch.arange(len(tokens) - 1 - count, len(tokens) - 1, device=self.device)
+            scores.append(float(logprobs[row, positions, targets].sum()))
+        return scores
 
     @torch.no_grad()
     def _shared(self, batch: list[Encoded]) -> list[list[float]]:

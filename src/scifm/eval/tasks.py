@@ -72,8 +72,8 @@ def resolve_task(spec: str) -> TaskConfig:
         if not path.is_file():
             raise ScifmError(f"{path}: task file not found")
         return TaskConfig(name=path.stem, dataset=str(path))
-    raise ScifmError(f"unknown task {spec!r}: use one of {builtin_tasks()}, or a task .yaml "
-                     "or questions .jsonl file")  # fmt: skip
+    raise ScifmError(f"unknown task {spec!r}: use heldout, one of {builtin_tasks()}, or a task "
+                     ".yaml or questions .jsonl file")  # fmt: skip
 
 
 def task_documents(task: TaskConfig) -> list[Document]:
