@@ -288,6 +288,7 @@ def cmd_eval(args: argparse.Namespace, recipe: Recipe) -> None:
         Path(args.model), tasks, out=Path(args.out) if args.out else None, limit=args.limit,
         shots=args.shots, batch_size=args.batch_size, device=args.device,
         tokenizer=Path(args.tokenizer) if args.tokenizer else None,
+        contamination=args.contamination,
     )  # fmt: skip
     output.print((Path(report["out"]) / "results.md").read_text(), markup=False)
     output.print(f"wrote {report['out']}", markup=False)
@@ -388,6 +389,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--out", help="results directory (default MODEL/eval)")
     ev.add_argument("--tokenizer", help="tokenizer.json (default: the model's own)")
     ev.add_argument("--device", default="cpu")
+    ev.add_argument("--contamination", action="store_true",
+                    help="also flag questions whose 13-grams occur in the run's training "
+                    "corpora")  # fmt: skip
     ev.add_argument("--lm-eval-tasks", metavar="DIR",
                     help="instead: write these tasks for lm-evaluation-harness (same files) "
                     "and print its command for MODEL")  # fmt: skip

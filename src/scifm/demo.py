@@ -180,7 +180,7 @@ def _evaluate(out: Path, recipe: Recipe) -> dict[str, Any]:
         return {}
     log.info("eval: %s", ", ".join(recipe.demo.eval_tasks))
     result = evaluate_model(out, recipe.demo.eval_tasks, out=out / "eval",
-                            limit=recipe.demo.eval_limit)  # fmt: skip
+                            limit=recipe.demo.eval_limit, contamination=True)  # fmt: skip
     summary: dict[str, Any] = {"eval": result["out"]}
     for row in result["heldout"]:
         summary[f"bpb_{row['corpus']}"] = row.get("bits_per_byte")
@@ -190,6 +190,9 @@ def _evaluate(out: Path, recipe: Recipe) -> dict[str, Any]:
             verdict = "below chance"
         summary[f"{task['name']}_acc"] = (f"{task['acc']:.3f} ± {task['acc_stderr']:.3f} "
                                           f"({verdict}: {task['chance']:.2f})")  # fmt: skip
+    for row in (result["contamination"] or {}).get("tasks", []):
+        summary[f"{row['task']}_contaminated"] = (f"{row['flagged']} of {row['checkable']} "
+                                                  "checkable questions")  # fmt: skip
     return summary
 
 
@@ -203,7 +206,7 @@ def _print_summary(report: dict[str, Any]) -> None:
                 "export_verify"):  # fmt: skip
         table.add_row(key, str(report[key]))
     for key in report:
-        if key == "eval" or key.startswith("bpb_") or key.endswith("_acc"):
+        if key == "eval" or key.startswith("bpb_") or key.endswith(("_acc", "_contaminated")):
             table.add_row(key, str(report[key]))
     output.print(table)
     mixture = Table(title="data mixture (implicit blended sampler)")

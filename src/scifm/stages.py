@@ -161,10 +161,11 @@ def generate_completions(
 def evaluate_model(
     model_path: Path, task_specs: Sequence[str], *, out: Path | None = None,
     limit: int | None = None, shots: int | None = None, batch_size: int = 16,
-    tokenizer: Path | None = None, device: str = "cpu",
+    tokenizer: Path | None = None, device: str = "cpu", contamination: bool = False,
 ) -> dict[str, Any]:  # fmt: skip
-    """Score MODEL on tasks (built-in names, task YAML or questions JSONL files); write
-    results.json, results.md and per-question samples to `out` (default MODEL/eval)."""
+    """Score MODEL on tasks (`heldout`, built-in names, task YAML or questions JSONL files);
+    write results.json, results.md and per-question samples to `out` (default MODEL/eval).
+    `contamination` also checks the tasks' questions against the run's training corpora."""
     from scifm.eval.run import evaluate, write_results
     from scifm.eval.tasks import resolve_task
 
@@ -173,21 +174,38 @@ def evaluate_model(
     tasks = [resolve_task(spec) for spec in task_specs if spec != HELDOUT]
     if shots is not None:
         tasks = [task.model_copy(update={"num_fewshot": shots}) for task in tasks]
-    data = _run_data_config(model_path) if HELDOUT in task_specs else None
+    needs_data = HELDOUT in task_specs or contamination
+    data = _run_data_config(model_path) if needs_data else None
     model, tok = load_model(model_path, tokenizer)
     model.to(device)
     heldout = None
-    if data is not None:
+    if data is not None and HELDOUT in task_specs:
         from scifm.eval.perplexity import heldout_perplexity
 
         heldout = heldout_perplexity(model, data, tok.decode)
+    overlap = _contamination(tasks, data) if contamination and data is not None else None
     results = evaluate(model, tok.encode, tok.eos_id, tasks, limit, batch_size)
     if out is None:
         step = model_path.name.startswith("step-")
         out = model_path.parent.parent / "eval" / model_path.name if step else model_path / "eval"
     meta = {"model": str(model_path), "limit": limit, "batch_size": batch_size}
-    write_results(out, results, meta, heldout)
-    return {"out": str(out), "heldout": heldout or [], "tasks": [r.summary() for r in results]}
+    write_results(out, results, meta, heldout, overlap)
+    return {"out": str(out), "heldout": heldout or [], "tasks": [r.summary() for r in results],
+            "contamination": overlap}  # fmt: skip
+
+
+def _contamination(tasks: Sequence[Any], data: DataConfig) -> dict[str, Any]:
+    """13-gram overlap of every task's questions with the run's training corpora."""
+    from scifm.eval.contamination import contamination_report, corpus_inputs
+    from scifm.eval.tasks import task_documents
+
+    sampler = BlendedSampler.from_config(data)
+    corpora: dict[str, tuple[list[Path], str]] = {}
+    for corpus in sampler.mixture.corpora:
+        inputs = [corpus_inputs(f.bin_path.with_suffix(".manifest.json")) for f in corpus.files]
+        corpora[corpus.name] = ([p for files, _ in inputs for p in files], inputs[0][1])
+    benchmarks = {task.name: task_documents(task) for task in tasks}
+    return contamination_report(benchmarks, corpora)
 
 
 HELDOUT = "heldout"

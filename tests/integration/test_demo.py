@@ -35,6 +35,9 @@ def test_demo_writes_the_run_directory(demo_run: Path) -> None:
         assert "chance: 0.25)" in report[f"{task}_acc"]
     results = json.loads((demo_run / "eval" / "results.json").read_text())
     assert [t["questions"] for t in results["tasks"]] == [50, 50]
+    overlap = json.loads((demo_run / "eval" / "contamination.json").read_text())
+    assert [t["task"] for t in overlap["tasks"]] == ["sciq", "arc_easy"]
+    assert overlap["corpora_documents"]["math"] > 0 and "of" in report["sciq_contaminated"]
 
 
 def test_demo_checkpoints_are_complete(demo_run: Path) -> None:

@@ -21,6 +21,7 @@ from torch import nn
 
 from scifm.core.io import atomic_dir, write_json
 from scifm.core.progress import track
+from scifm.eval.contamination import contamination_table
 from scifm.eval.metrics import chance, choice_outcome, mean_stderr
 from scifm.eval.scoring import LoglikelihoodScorer, Question
 from scifm.eval.tasks import TaskConfig, prompt, task_documents
@@ -106,11 +107,16 @@ def heldout_table(rows: list[dict[str, Any]]) -> str:
 
 
 def write_results(out: Path, results: list[TaskResult], meta: dict[str, Any],
-                  heldout: list[dict[str, Any]] | None = None) -> Path:  # fmt: skip
-    """OUT/results.json, OUT/results.md and OUT/samples/<task>.jsonl, written atomically."""
+                  heldout: list[dict[str, Any]] | None = None,
+                  contamination: dict[str, Any] | None = None) -> Path:  # fmt: skip
+    """OUT/results.json, OUT/results.md, OUT/samples/<task>.jsonl (and, when checked,
+    OUT/contamination.json), written atomically."""
     tables = [heldout_table(heldout)] if heldout else []
     tables += [markdown_table(results)] if results else []
+    tables += [contamination_table(contamination)] if contamination else []
     with atomic_dir(out) as tmp:
+        if contamination:
+            write_json(tmp / "contamination.json", contamination)
         write_json(tmp / "results.json", {**meta, "heldout": heldout or [],
                                           "tasks": [r.summary() for r in results]})  # fmt: skip
         (tmp / "results.md").write_text("\n".join(tables), encoding="utf-8")
