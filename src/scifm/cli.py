@@ -278,6 +278,11 @@ def cmd_eval(args: argparse.Namespace, recipe: Recipe) -> None:
         _print_yaml({"model": args.model, "tasks": tasks, "limit": args.limit,
                      "shots": args.shots})  # fmt: skip
         return
+    if args.run:
+        _eval_series(args, recipe, tasks)
+        return
+    if args.model is None:
+        raise ScifmError("scifm eval needs MODEL (a run, checkpoint or HF directory) or --run RUN")
     if args.lm_eval_tasks:
         _write_lm_eval_tasks(args, tasks)
         return
@@ -292,6 +297,16 @@ def cmd_eval(args: argparse.Namespace, recipe: Recipe) -> None:
     )  # fmt: skip
     output.print((Path(report["out"]) / "results.md").read_text(), markup=False)
     output.print(f"wrote {report['out']}", markup=False)
+
+
+def _eval_series(args: argparse.Namespace, recipe: Recipe, tasks: list[str]) -> None:
+    from scifm.stages import evaluate_run_series
+
+    series = evaluate_run_series(Path(args.run), tasks, recipe.demo.prompts, limit=args.limit,
+                                 shots=args.shots, batch_size=args.batch_size,
+                                 max_new_tokens=recipe.demo.max_new_tokens)  # fmt: skip
+    output.print((Path(series["out"]) / "series.md").read_text(), markup=False)
+    output.print(f"wrote {series['out']} ({len(series['points'])} checkpoints)", markup=False)
 
 
 def _write_lm_eval_tasks(args: argparse.Namespace, tasks: list[str]) -> None:
@@ -381,7 +396,11 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("out", help="run directory to write (OUT/checkpoints/step-00000000)")
     ev = add("eval", cmd_eval, "score a run, a checkpoint or a Hugging Face directory on "
              "benchmarks (SciQ, ARC, OpenBookQA, MMLU STEM) or your own tasks")  # fmt: skip
-    ev.add_argument("model", help="run directory, step-* checkpoint or Hugging Face directory")
+    ev.add_argument(
+        "model", nargs="?", help="run directory, step-* checkpoint or Hugging Face directory"
+    )
+    ev.add_argument("--run", metavar="RUN_DIR", help="instead of MODEL: every checkpoint of "
+                    "RUN_DIR, with plots against tokens seen and the prompts' answers")  # fmt: skip
     ev.add_argument("--tasks", help="comma-separated: built-in names, task .yaml or .jsonl files")
     ev.add_argument("--limit", type=int, help="the first N questions of each task")
     ev.add_argument("--shots", type=int, help="few-shot examples (default: each task's own)")

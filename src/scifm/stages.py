@@ -208,6 +208,34 @@ def _contamination(tasks: Sequence[Any], data: DataConfig) -> dict[str, Any]:
     return contamination_report(benchmarks, corpora)
 
 
+def evaluate_run_series(
+    run_dir: Path, task_specs: Sequence[str], prompts: Sequence[str], *,
+    limit: int | None = None, shots: int | None = None, batch_size: int = 16,
+    max_new_tokens: int = 24,
+) -> dict[str, Any]:  # fmt: skip
+    """Every complete checkpoint of a run: the tasks, greedy answers to `prompts`, and the
+    series against tokens seen (RUN/eval/series/: JSON, Markdown, PNG)."""
+    from scifm.checkpoint import list_checkpoints
+    from scifm.eval.series import evaluate_series
+
+    if not run_dir.is_dir():
+        raise ScifmError(f"{run_dir}: no such run directory")
+    checkpoints = list_checkpoints(run_dir)
+    if not checkpoints:
+        raise ScifmError(f"{run_dir}: no complete checkpoint to evaluate; train first")
+    sampling = SamplingConfig(max_new_tokens=max_new_tokens)
+
+    def evaluate(path: Path) -> dict[str, Any]:
+        return evaluate_model(path, task_specs, out=run_dir / "eval" / path.name, limit=limit,
+                              shots=shots, batch_size=batch_size)  # fmt: skip
+
+    def answers(path: Path) -> list[dict[str, str]]:
+        done = generate_completions(path, prompts, sampling)["completions"]
+        return [{"prompt": c["prompt"], "completion": c["completion"]} for c in done]
+
+    return evaluate_series(checkpoints, evaluate, answers, run_dir / "eval" / "series")
+
+
 HELDOUT = "heldout"
 """The task name for perplexity and bits per byte on each training corpus's held-out split."""
 

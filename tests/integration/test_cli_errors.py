@@ -185,3 +185,10 @@ def test_eval_malformed_task_yaml(capsys, tmp_path) -> None:
     (tmp_path / "task.yaml").write_text("name: [x\n")
     _fails_cleanly(capsys, ["eval", str(tmp_path / "run"), "--tasks", str(tmp_path / "task.yaml")],
                    "malformed YAML")  # fmt: skip
+
+
+def test_eval_series_of_a_run_without_checkpoints(capsys, tmp_path) -> None:
+    (tmp_path / "run").mkdir()
+    _fails_cleanly(capsys, ["eval", "--run", str(tmp_path / "run"), "--tasks", "sciq"],
+                   "no complete checkpoint to evaluate")  # fmt: skip
+    _fails_cleanly(capsys, ["eval", "--tasks", "sciq"], "needs MODEL")

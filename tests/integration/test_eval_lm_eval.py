@@ -66,3 +66,20 @@ def test_eval_of_a_run_directory_uses_its_newest_checkpoint(demo_run: Path, tmp_
     assert f"wrote {out}" in " ".join(capsys.readouterr().out.split())
     table = (out / "results.md").read_text()
     assert table.startswith("| task |") and "| openbookqa | 0 | 20 |" in table
+
+
+def test_a_run_is_followed_through_its_checkpoints(demo_run: Path, capsys) -> None:
+    assert main(["eval", "--run", str(demo_run), "--tasks", "heldout,arc_easy", "--limit",
+                 "10", "demo.max_new_tokens=4"]) == 0  # fmt: skip
+    series = demo_run / "eval" / "series"
+    points = json.loads((series / "series.json").read_text())["points"]
+    assert [p["step"] for p in points] == [30, 40]  # the two checkpoints retention kept
+    assert points[0]["tokens_seen"] < points[1]["tokens_seen"]
+    for point in points:
+        assert {"arc_easy/acc", "arc_easy/acc_norm", "heldout/math/bits_per_byte"} <= set(
+            point["metrics"])  # fmt: skip
+        assert len(point["generations"]) == 3
+        assert (demo_run / "eval" / f"step-{point['step']:08d}" / "results.json").is_file()
+    assert (series / "series.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "| 30 |" in (series / "series.md").read_text()
+    assert "2 checkpoints" in capsys.readouterr().out
