@@ -293,10 +293,21 @@ def cmd_eval(args: argparse.Namespace, recipe: Recipe) -> None:
         Path(args.model), tasks, out=Path(args.out) if args.out else None, limit=args.limit,
         shots=args.shots, batch_size=args.batch_size, device=args.device,
         tokenizer=Path(args.tokenizer) if args.tokenizer else None,
-        contamination=args.contamination,
+        contamination=args.contamination, reliability=args.reliability,
     )  # fmt: skip
     output.print((Path(report["out"]) / "results.md").read_text(), markup=False)
     output.print(f"wrote {report['out']}", markup=False)
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of integers"
+                                         ) from None  # fmt: skip
+    if not values or min(values) < 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: give counts >= 0, such as 0,1,5")
+    return values
 
 
 def _eval_series(args: argparse.Namespace, recipe: Recipe, tasks: list[str]) -> None:
@@ -403,7 +414,11 @@ def build_parser() -> argparse.ArgumentParser:
                     "RUN_DIR, with plots against tokens seen and the prompts' answers")  # fmt: skip
     ev.add_argument("--tasks", help="comma-separated: built-in names, task .yaml or .jsonl files")
     ev.add_argument("--limit", type=int, help="the first N questions of each task")
-    ev.add_argument("--shots", type=int, help="few-shot examples (default: each task's own)")
+    ev.add_argument("--shots", type=_int_list, help="few-shot examples (default: each task's "
+                    "own); a list such as 0,1,5 evaluates each (a shots curve)")  # fmt: skip
+    ev.add_argument("--reliability", action="store_true",
+                    help="also answer every question under the task's other prompt wordings "
+                    "(and few-shot seeds): agreement")  # fmt: skip
     ev.add_argument("--batch-size", type=int, default=16, help="questions per forward pass")
     ev.add_argument("--out", help="results directory (default MODEL/eval)")
     ev.add_argument("--tokenizer", help="tokenizer.json (default: the model's own)")

@@ -160,20 +160,23 @@ def generate_completions(
 
 def evaluate_model(
     model_path: Path, task_specs: Sequence[str], *, out: Path | None = None,
-    limit: int | None = None, shots: int | None = None, batch_size: int = 16,
+    limit: int | None = None, shots: Sequence[int] | None = None, batch_size: int = 16,
     tokenizer: Path | None = None, device: str = "cpu", contamination: bool = False,
+    reliability: bool = False,
 ) -> dict[str, Any]:  # fmt: skip
     """Score MODEL on tasks (`heldout`, built-in names, task YAML or questions JSONL files);
     write results.json, results.md and per-question samples to `out` (default MODEL/eval).
-    `contamination` also checks the tasks' questions against the run's training corpora."""
+    `shots` evaluates every task at each of these few-shot counts (a shots curve);
+    `contamination` also checks the tasks' questions against the run's training corpora;
+    `reliability` repeats each task under its other prompt wordings (and few-shot seeds)."""
     from scifm.eval.run import evaluate, write_results
     from scifm.eval.tasks import resolve_task
 
     if not task_specs:
         raise ScifmError("no tasks given: pass --tasks, e.g. --tasks heldout,sciq,arc_easy")
     tasks = [resolve_task(spec) for spec in task_specs if spec != HELDOUT]
-    if shots is not None:
-        tasks = [task.model_copy(update={"num_fewshot": shots}) for task in tasks]
+    if shots:
+        tasks = [task.model_copy(update={"num_fewshot": k}) for task in tasks for k in shots]
     needs_data = HELDOUT in task_specs or contamination
     data = _run_data_config(model_path) if needs_data else None
     model, tok = load_model(model_path, tokenizer)
@@ -185,13 +188,20 @@ def evaluate_model(
         heldout = heldout_perplexity(model, data, tok.decode)
     overlap = _contamination(tasks, data) if contamination and data is not None else None
     results = evaluate(model, tok.encode, tok.eos_id, tasks, limit, batch_size)
+    reliable = None
+    if reliability:
+        from scifm.eval.run import reliability as measure_reliability
+        from scifm.eval.scoring import LoglikelihoodScorer
+
+        scorer = LoglikelihoodScorer(model, tok.encode, tok.eos_id, batch_size)
+        reliable = [measure_reliability(scorer, task, limit) for task in tasks]
     if out is None:
         step = model_path.name.startswith("step-")
         out = model_path.parent.parent / "eval" / model_path.name if step else model_path / "eval"
     meta = {"model": str(model_path), "limit": limit, "batch_size": batch_size}
-    write_results(out, results, meta, heldout, overlap)
+    write_results(out, results, meta, heldout, overlap, reliable)
     return {"out": str(out), "heldout": heldout or [], "tasks": [r.summary() for r in results],
-            "contamination": overlap}  # fmt: skip
+            "contamination": overlap, "reliability": reliable or []}  # fmt: skip
 
 
 def _contamination(tasks: Sequence[Any], data: DataConfig) -> dict[str, Any]:
@@ -210,7 +220,7 @@ def _contamination(tasks: Sequence[Any], data: DataConfig) -> dict[str, Any]:
 
 def evaluate_run_series(
     run_dir: Path, task_specs: Sequence[str], prompts: Sequence[str], *,
-    limit: int | None = None, shots: int | None = None, batch_size: int = 16,
+    limit: int | None = None, shots: Sequence[int] | None = None, batch_size: int = 16,
     max_new_tokens: int = 24,
 ) -> dict[str, Any]:  # fmt: skip
     """Every complete checkpoint of a run: the tasks, greedy answers to `prompts`, and the

@@ -45,7 +45,7 @@ def test_choices_and_accuracies_equal_lm_eval(demo_run: Path, tmp_path: Path, ca
     results = {t["name"]: t for t in json.loads((out / "results.json").read_text())["tasks"]}
     for task in tasks:
         theirs = _lm_eval_samples(tmp_path / "lm-out", task)
-        ours = [json.loads(line) for line in (out / "samples" / f"{task}.jsonl").read_text()
+        ours = [json.loads(line) for line in (out / "samples" / f"{task}-0shot.jsonl").read_text()
                 .splitlines()]  # fmt: skip
         assert len(ours) == len(theirs) == LIMIT
         for mine, other in zip(ours, theirs, strict=True):

@@ -19,6 +19,7 @@ from typing import Any
 
 from torch import nn
 
+from scifm.core.errors import ScifmError
 from scifm.core.io import atomic_dir, write_json
 from scifm.core.progress import track
 from scifm.eval.contamination import contamination_table
@@ -86,6 +87,41 @@ def evaluate(model: nn.Module, encode: Any, prefix_id: int | None, tasks: list[T
     return [evaluate_task(scorer, task, limit) for task in tasks]
 
 
+def reliability(scorer: LoglikelihoodScorer, task: TaskConfig,
+                limit: int | None = None) -> dict[str, Any]:  # fmt: skip
+    """How often the model gives the same answer when only the wording changes: the task's
+    prompt and each of its `templates`, and (with shots) two more few-shot seeds.
+
+    `agreement` is the share of questions answered identically under every variant (raw
+    `pred`); `acc_spread` the gap between the best and worst variant's accuracy.
+    """
+    variants = [("prompt", task)]
+    variants += [(f"template {i}", task.model_copy(update={"template": t}))
+                 for i, t in enumerate(task.templates, 2)]  # fmt: skip
+    if task.num_fewshot > 0:
+        variants += [(f"few-shot seed {task.fewshot_seed + k}",
+                      task.model_copy(update={"fewshot_seed": task.fewshot_seed + k}))
+                     for k in (1, 2)]  # fmt: skip
+    if len(variants) < 2:
+        raise ScifmError(f"task {task.name}: reliability needs other `templates` or shots > 0")
+    runs = [(label, evaluate_task(scorer, variant, limit)) for label, variant in variants]
+    answers = list(zip(*([r["pred"] for r in result.records] for _, result in runs), strict=True))
+    accuracies = [result.acc for _, result in runs]
+    return {"task": task.name, "shots": task.num_fewshot,
+            "variants": [{"variant": label, "acc": result.acc} for label, result in runs],
+            "agreement": round(sum(len(set(a)) == 1 for a in answers) / len(answers), 4),
+            "acc_spread": round(max(accuracies) - min(accuracies), 4)}  # fmt: skip
+
+
+def reliability_table(rows: list[dict[str, Any]]) -> str:
+    lines = ["| task | shots | variants | same answer under all | accuracy spread |",
+             "|---|---|---|---|---|"]  # fmt: skip
+    for row in rows:
+        lines.append(f"| {row['task']} | {row['shots']} | {len(row['variants'])} | "
+                     f"{row['agreement']:.2%} | {row['acc_spread']:.4f} |")  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
 def markdown_table(results: list[TaskResult]) -> str:
     lines = ["| task | shots | questions | acc | acc_norm | chance | questions/s |",
              "|---|---|---|---|---|---|---|"]  # fmt: skip
@@ -108,20 +144,24 @@ def heldout_table(rows: list[dict[str, Any]]) -> str:
 
 def write_results(out: Path, results: list[TaskResult], meta: dict[str, Any],
                   heldout: list[dict[str, Any]] | None = None,
-                  contamination: dict[str, Any] | None = None) -> Path:  # fmt: skip
+                  contamination: dict[str, Any] | None = None,
+                  reliable: list[dict[str, Any]] | None = None) -> Path:  # fmt: skip
     """OUT/results.json, OUT/results.md, OUT/samples/<task>.jsonl (and, when checked,
     OUT/contamination.json), written atomically."""
     tables = [heldout_table(heldout)] if heldout else []
     tables += [markdown_table(results)] if results else []
+    tables += [reliability_table(reliable)] if reliable else []
     tables += [contamination_table(contamination)] if contamination else []
     with atomic_dir(out) as tmp:
         if contamination:
             write_json(tmp / "contamination.json", contamination)
         write_json(tmp / "results.json", {**meta, "heldout": heldout or [],
-                                          "tasks": [r.summary() for r in results]})  # fmt: skip
+                                          "tasks": [r.summary() for r in results],
+                                          "reliability": reliable or []})  # fmt: skip
         (tmp / "results.md").write_text("\n".join(tables), encoding="utf-8")
         (tmp / "samples").mkdir()
         for r in results:
             lines = "".join(json.dumps(record) + "\n" for record in r.records)
-            (tmp / "samples" / f"{r.name}.jsonl").write_text(lines, encoding="utf-8")
+            (tmp / "samples" / f"{r.name}-{r.num_fewshot}shot.jsonl").write_text(
+                lines, encoding="utf-8")  # fmt: skip
     return out

@@ -46,6 +46,8 @@ class TaskConfig(Config):
     """Split of an `olmo:` dataset."""
     template: str = DEFAULT_TEMPLATE
     """Prompt: a format string over a document's fields."""
+    templates: list[str] = Field(default_factory=list)
+    """Other wordings of the prompt, for measuring reliability (`--reliability`)."""
     target_delimiter: str = " "
     """Between the prompt and a choice (or a few-shot example's answer)."""
     fewshot_delimiter: str = "\n\n"
@@ -87,7 +89,7 @@ def task_documents(task: TaskConfig) -> list[Document]:
         docs = read_questions(path)
     if not docs:
         raise ScifmError(f"task {task.name}: its dataset has no questions")
-    fields = template_fields(task.template)
+    fields = set().union(*(template_fields(t) for t in [task.template, *task.templates]))
     for number, doc in enumerate(docs, 1):
         missing = sorted(fields - set(doc))
         if missing:
