@@ -54,7 +54,7 @@ def run_scifm(hf_dir: Path, limit: int, batch_size: int) -> tuple[float, dict[st
     model, tokenizer = load_model(hf_dir)
     tasks = [resolve_task(name) for name in TASKS]
     start = time.perf_counter()
-    results = evaluate(model, tokenizer.encode, tokenizer.eos_id, tasks, limit, batch_size)
+    results = evaluate(model, tokenizer, tasks, limit, batch_size)
     seconds = time.perf_counter() - start
     return seconds, {r.name: [(x["pred"], x["pred_norm"]) for x in r.records] for r in results}
 

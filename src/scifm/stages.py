@@ -187,14 +187,15 @@ def evaluate_model(
 
         heldout = heldout_perplexity(model, data, tok.decode)
     overlap = _contamination(tasks, data) if contamination and data is not None else None
-    results = evaluate(model, tok.encode, tok.eos_id, tasks, limit, batch_size)
+    results = evaluate(model, tok, tasks, limit, batch_size)
     reliable = None
     if reliability:
         from scifm.eval.run import reliability as measure_reliability
-        from scifm.eval.scoring import LoglikelihoodScorer
 
-        scorer = LoglikelihoodScorer(model, tok.encode, tok.eos_id, batch_size)
-        reliable = [measure_reliability(scorer, task, limit) for task in tasks]
+        def run(variant: Any) -> Any:
+            return evaluate(model, tok, [variant], limit, batch_size)[0]
+
+        reliable = [measure_reliability(run, task) for task in tasks]
     if out is None:
         step = model_path.name.startswith("step-")
         out = model_path.parent.parent / "eval" / model_path.name if step else model_path / "eval"

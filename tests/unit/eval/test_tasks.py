@@ -27,7 +27,7 @@ def test_builtin_benchmarks_load_offline_with_valid_answers(name: str) -> None:
     docs = task_documents(resolve_task(name))
     assert len(docs) == SIZES[name]
     assert all(0 <= d["gold"] < len(d["choices"]) for d in docs)
-    assert builtin_tasks() == sorted(SIZES)
+    assert builtin_tasks() == sorted([*SIZES, "gsm8k"])
 
 
 def test_prompts_are_lm_eval_s() -> None:
