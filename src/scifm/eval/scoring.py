@@ -11,7 +11,8 @@ run once (prefill, with a KV cache); the cache is then copied to one row per cho
 every choice's tokens are run from there in one forward pass, right-padded (a causal model
 never looks at the padding after a token). Questions whose context plus a choice does not
 fit in the model's window are scored whole (each choice its own left-truncated sequence),
-also batched and right-padded.
+batched and left-padded. Batches group similar lengths, and the projection onto the
+vocabulary runs only for the positions that are scored.
 """
 
 from __future__ import annotations
@@ -73,23 +74,27 @@ class LoglikelihoodScorer:
         """The log-likelihood of every continuation of every question, in order."""
         encoded = [encode_question(q, self.encode, self.prefix_id) for q in questions]
         results: list[list[float]] = [[] for _ in encoded]
-        fits = [i for i, e in enumerate(encoded) if self._fits(e)]
+        # similar lengths batched together: less padding (the order of results is kept)
+        fits = sorted((i for i, e in enumerate(encoded) if self._fits(e)),
+                      key=lambda i: -len(encoded[i].context))  # fmt: skip
         for start in range(0, len(fits), self.batch_size):
             batch = fits[start : start + self.batch_size]
             for i, scores in zip(batch, self._shared([encoded[i] for i in batch]), strict=True):
                 results[i] = scores
             if on_batch is not None:
                 on_batch(len(batch))
-        long = [i for i in range(len(encoded)) if i not in set(fits)]
-        for start in range(0, len(long), self.batch_size):
-            batch = long[start : start + self.batch_size]
-            pairs = [(i, e.context + c, len(c)) for i in batch
-                     for e in [encoded[i]] for c in e.continuations]  # fmt: skip
-            for (i, _, _), score in zip(pairs, self._whole([(t, n) for _, t, n in pairs]),
+        long = [i for i in range(len(encoded)) if not self._fits(encoded[i])]
+        pairs = [(i, e.context + c, len(c)) for i in long
+                 for e in [encoded[i]] for c in e.continuations]  # fmt: skip
+        pairs.sort(key=lambda pair: -min(len(pair[1]), self.window + 1))
+        rows = self.batch_size * 4
+        for start in range(0, len(pairs), rows):
+            chunk = pairs[start : start + rows]
+            for (i, _, _), score in zip(chunk, self._whole([(t, n) for _, t, n in chunk]),
                                         strict=True):  # fmt: skip
                 results[i].append(score)
-            if on_batch is not None:
-                on_batch(len(batch))
+        if on_batch is not None and long:
+            on_batch(len(long))
         return results
 
     def _fits(self, encoded: Encoded) -> bool:
@@ -98,17 +103,24 @@ class LoglikelihoodScorer:
 
     @torch.no_grad()
     def _whole(self, sequences: list[tuple[list[int], int]]) -> list[float]:
-        """Each (tokens, count) left-truncated to the window, right-padded into one batch;
-        the summed log-probabilities of each sequence's last `count` tokens."""
+        """Each (tokens, count) left-truncated to the window and scored as one sequence:
+        the summed log-probabilities of its last `count` tokens. The batch is left-padded
+        (a KV cache masks the padding and gives each row its own positions), so every row's
+        scored tokens end in the last column and only those columns are projected."""
         kept = [tokens[-(self.window + 1) :] for tokens, _ in sequences]
         width = max(len(t) for t in kept) - 1
-        inputs = torch.tensor([t[:-1] + [0] * (width + 1 - len(t)) for t in kept],
+        pads = [width + 1 - len(t) for t in kept]
+        inputs = torch.tensor([[0] * pad + t[:-1] for pad, t in zip(pads, kept, strict=True)],
                               device=self.device)  # fmt: skip
-        logprobs = self.model(inputs)[:, :, : self.vocab].float().log_softmax(-1)
+        last = max(count for _, count in sequences)
+        cache = KVCache(self.model.cfg, pads, width, device=self.device,
+                        dtype=next(self.model.parameters()).dtype)  # fmt: skip
+        logits = self.model(inputs, cache=cache, num_logits=last)[:, :, : self.vocab]
+        logprobs = logits.float().log_softmax(-1)  # [R, last, V]
         scores = []
         for row, (tokens, (_, count)) in enumerate(zip(kept, sequences, strict=True)):
             targets = torch.tensor(tokens[-count:], device=self.device)
-            positions = torch.arange(len(tokens) - 1 - count, len(tokens) - 1, device=self.device)
+            positions = torch.arange(last - count, last, device=self.device)
             scores.append(float(logprobs[row, positions, targets].sum()))
         return scores
 
@@ -122,7 +134,8 @@ class LoglikelihoodScorer:
                         dtype=next(self.model.parameters()).dtype)  # fmt: skip
         contexts = torch.tensor([[0] * pad + e.context for pad, e in zip(pads, batch, strict=True)],
                                 device=self.device)  # fmt: skip
-        first = self.model(contexts, cache=cache)[:, -1, : self.vocab].float().log_softmax(-1)
+        first = self.model(contexts, cache=cache, num_logits=1)[:, -1, : self.vocab]
+        first = first.float().log_softmax(-1)
         owners = [q for q, _ in rows]
         table = first[owners][:, None]  # [R, 1, V]: each row's first continuation token
         if width > 1:  # the other tokens, every choice from a copy of its question's cache

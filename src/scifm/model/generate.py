@@ -144,7 +144,7 @@ def generate(model: nn.Module, prompts: Sequence[Sequence[int]], sampling: Sampl
                     dtype=weight.dtype)  # fmt: skip
     generator = torch.Generator(device=weight.device).manual_seed(sampling.seed)
     rows = [_Row(sampling, eos_id, decode) for _ in fitted]
-    logits = model(tokens, cache=cache)[:, -1, : cfg.vocab_size]
+    logits = model(tokens, cache=cache, num_logits=1)[:, -1, : cfg.vocab_size]
     while True:
         chosen = choose_next(logits.float(), sampling, generator)
         for row, token in zip(rows, chosen.tolist(), strict=True):

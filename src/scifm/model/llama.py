@@ -42,12 +42,15 @@ class Llama(nn.Module):
         self.register_buffer("rope_cos", cos, persistent=False)
         self.register_buffer("rope_sin", sin, persistent=False)
 
-    def forward(self, tokens: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+    def forward(self, tokens: torch.Tensor, cache: KVCache | None = None,
+                num_logits: int | None = None) -> torch.Tensor:  # fmt: skip
         """Logits for every position; the dtype is that of the computation (no upcast).
 
-        With a `cache` (decoding), `tokens` are the next positions after those it holds."""
+        With a `cache` (decoding), `tokens` are the next positions after those it holds, and
+        `num_logits` limits the output projection to the last positions (scoring and
+        prefill need one or a few; the projection onto the vocabulary is costly)."""
         if cache is not None:
-            return self._decode(tokens, cache)
+            return self._decode(tokens, cache, num_logits)
         seq_len = tokens.shape[1]
         if seq_len > self.cfg.max_seq_len:
             raise ValueError(
@@ -68,7 +71,8 @@ class Llama(nn.Module):
             h = self.norm(h)
         return self._project(h)
 
-    def _decode(self, tokens: torch.Tensor, cache: KVCache) -> torch.Tensor:
+    def _decode(self, tokens: torch.Tensor, cache: KVCache,
+                num_logits: int | None = None) -> torch.Tensor:  # fmt: skip
         if self.tok_embeddings is None or self.norm is None:
             raise ValueError("decoding with a cache needs the whole model, not a pipeline stage")
         positions = cache.begin(tokens.shape[1])
@@ -80,6 +84,8 @@ class Llama(nn.Module):
         for name, layer in self.layers.items():
             h = layer(h, cos, sin, cache=cache.layer(int(name)))
         cache.end(tokens.shape[1])
+        if num_logits is not None:
+            h = h[:, -num_logits:]
         return self._project(self.norm(h))
 
     def _project(self, h: torch.Tensor) -> torch.Tensor:
