@@ -84,15 +84,17 @@ class LoglikelihoodScorer:
             if on_batch is not None:
                 on_batch(len(batch))
         long = [i for i in range(len(encoded)) if not self._fits(encoded[i])]
-        pairs = [(i, e.context + c, len(c)) for i in long
-                 for e in [encoded[i]] for c in e.continuations]  # fmt: skip
-        pairs.sort(key=lambda pair: -min(len(pair[1]), self.window + 1))
+        for i in long:
+            results[i] = [0.0] * len(encoded[i].continuations)
+        pairs = [(i, k, encoded[i].context + c, len(c)) for i in long
+                 for k, c in enumerate(encoded[i].continuations)]  # fmt: skip
+        pairs.sort(key=lambda pair: -min(len(pair[2]), self.window + 1))
         rows = self.batch_size * 4
         for start in range(0, len(pairs), rows):
             chunk = pairs[start : start + rows]
-            for (i, _, _), score in zip(chunk, self._whole([(t, n) for _, t, n in chunk]),
-                                        strict=True):  # fmt: skip
-                results[i].append(score)
+            scores = self._whole([(tokens, count) for _, _, tokens, count in chunk])
+            for (i, k, _, _), score in zip(chunk, scores, strict=True):
+                results[i][k] = score
         if on_batch is not None and long:
             on_batch(len(long))
         return results

@@ -47,10 +47,12 @@ def test_shared_context_scores_equal_scoring_each_choice_alone(batch_size: int) 
 
 def test_a_question_longer_than_the_window_is_truncated_on_the_left() -> None:
     model = build_model(CFG, seed=2).eval()
-    long = Question("a very long context that does not fit the window:", (" yes", " no"))
+    # choices of different lengths, the longest last: scored in length order, kept in theirs
+    long = Question("a very long context that does not fit the window:", (" no", " yes", " maybe"))
     assert len(chars(long.context)) > CFG.max_seq_len
     scorer = LoglikelihoodScorer(model, chars, prefix_id=0, batch_size=4)
-    short, scored = scorer.score([QUESTIONS[1], long])
+    short, scored, again = scorer.score([QUESTIONS[1], long, long])
+    assert again == scored
     expected = [alone(model, chars(long.context), chars(c)) for c in long.continuations]
     assert scored == pytest.approx(expected, abs=1e-5)
     assert short == pytest.approx([alone(model, chars("2+2="), chars(c)) for c in (" 4", " 22")],
