@@ -66,6 +66,7 @@ def test_eval_of_a_run_directory_uses_its_newest_checkpoint(demo_run: Path, tmp_
     assert f"wrote {out}" in " ".join(capsys.readouterr().out.split())
     table = (out / "results.md").read_text()
     assert table.startswith("| task |") and "| openbookqa | 0 | 20 |" in table
+    assert (out / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_a_run_is_followed_through_its_checkpoints(demo_run: Path, capsys) -> None:

@@ -27,6 +27,7 @@ from scifm.core.progress import track
 from scifm.eval.contamination import contamination_table
 from scifm.eval.metrics import chance, choice_outcome, mean_stderr
 from scifm.eval.scoring import LoglikelihoodScorer, Question
+from scifm.eval.series import plot_results
 from scifm.eval.tasks import TaskConfig, prompt, task_documents
 from scifm.model.generate import SamplingConfig, generate
 
@@ -214,8 +215,8 @@ def write_results(out: Path, results: list[TaskResult], meta: dict[str, Any],
                   heldout: list[dict[str, Any]] | None = None,
                   contamination: dict[str, Any] | None = None,
                   reliable: list[dict[str, Any]] | None = None) -> Path:  # fmt: skip
-    """OUT/results.json, OUT/results.md, OUT/samples/<task>.jsonl (and, when checked,
-    OUT/contamination.json), written atomically."""
+    """OUT/results.json, OUT/results.md, OUT/results.png, OUT/samples/<task>-<k>shot.jsonl
+    (and, when checked, OUT/contamination.json), written atomically."""
     tables = [heldout_table(heldout)] if heldout else []
     tables += [markdown_table(results)] if results else []
     tables += [reliability_table(reliable)] if reliable else []
@@ -227,6 +228,8 @@ def write_results(out: Path, results: list[TaskResult], meta: dict[str, Any],
                                           "tasks": [r.summary() for r in results],
                                           "reliability": reliable or []})  # fmt: skip
         (tmp / "results.md").write_text("\n".join(tables), encoding="utf-8")
+        if results:
+            plot_results([r.summary() for r in results], tmp / "results.png")
         (tmp / "samples").mkdir()
         for r in results:
             lines = "".join(json.dumps(record) + "\n" for record in r.records)

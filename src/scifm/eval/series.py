@@ -71,6 +71,29 @@ def plot_series(points: list[dict[str, Any]], path: Path) -> Path:
     return path
 
 
+def plot_results(tasks: list[dict[str, Any]], path: Path) -> Path:
+    """One evaluation at a glance: accuracy per task (with two standard errors) and its
+    chance level against the number of shots (a single point per task at one shot count)."""
+    names = sorted({t["name"] for t in tasks})
+    fig, ax = plt.subplots(figsize=PANEL_INCHES)
+    for name in names:
+        rows = sorted((t for t in tasks if t["name"] == name), key=lambda t: t["num_fewshot"])
+        shots = [t["num_fewshot"] for t in rows]
+        line = ax.errorbar(shots, [t["acc"] for t in rows], marker="o", capsize=3,
+                           yerr=[2 * t["acc_stderr"] for t in rows], label=name)  # fmt: skip
+        ax.plot(shots, [t["chance"] for t in rows], linestyle="--", linewidth=1,
+                color=line[0].get_color())  # fmt: skip
+    ax.set_xlabel("shots")
+    ax.set_ylabel("accuracy (dashed: chance)")
+    ax.set_ylim(0, 1)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    fig.savefig(path, dpi=DPI)
+    plt.close(fig)
+    return path
+
+
 def series_markdown(points: list[dict[str, Any]]) -> str:
     keys = sorted({k for p in points for k in p["metrics"]})
     lines = ["| step | tokens seen | " + " | ".join(keys) + " |",
