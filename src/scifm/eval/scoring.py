@@ -73,20 +73,32 @@ class LoglikelihoodScorer:
               on_batch: Callable[[int], None] | None = None) -> list[list[float]]:  # fmt: skip
         """The log-likelihood of every continuation of every question, in order."""
         encoded = [encode_question(q, self.encode, self.prefix_id) for q in questions]
-        results: list[list[float]] = [[] for _ in encoded]
-        # similar lengths batched together: less padding (the order of results is kept)
-        fits = sorted((i for i, e in enumerate(encoded) if self._fits(e)),
-                      key=lambda i: -len(encoded[i].context))  # fmt: skip
-        for start in range(0, len(fits), self.batch_size):
-            batch = fits[start : start + self.batch_size]
+        results: list[list[float]] = [[0.0] * len(e.continuations) for e in encoded]
+        fits = [i for i, e in enumerate(encoded) if self._fits(e)]
+        self._score_shared(encoded, fits, results, on_batch)
+        long = [i for i, e in enumerate(encoded) if not self._fits(e)]
+        self._score_truncated(encoded, long, results)
+        if on_batch is not None and long:
+            on_batch(len(long))
+        return results
+
+    def _score_shared(self, encoded: list[Encoded], indices: list[int],
+                      results: list[list[float]],
+                      on_batch: Callable[[int], None] | None) -> None:  # fmt: skip
+        """Questions that fit the window, a batch at a time, longest contexts together."""
+        ordered = sorted(indices, key=lambda i: -len(encoded[i].context))
+        for start in range(0, len(ordered), self.batch_size):
+            batch = ordered[start : start + self.batch_size]
             for i, scores in zip(batch, self._shared([encoded[i] for i in batch]), strict=True):
                 results[i] = scores
             if on_batch is not None:
                 on_batch(len(batch))
-        long = [i for i in range(len(encoded)) if not self._fits(encoded[i])]
-        for i in long:
-            results[i] = [0.0] * len(encoded[i].continuations)
-        pairs = [(i, k, encoded[i].context + c, len(c)) for i in long
+
+    def _score_truncated(self, encoded: list[Encoded], indices: list[int],
+                         results: list[list[float]]) -> None:  # fmt: skip
+        """Questions too long for the window: every choice its own sequence, batched by
+        length (`results[i][k]` keeps choice k in its place)."""
+        pairs = [(i, k, encoded[i].context + c, len(c)) for i in indices
                  for k, c in enumerate(encoded[i].continuations)]  # fmt: skip
         pairs.sort(key=lambda pair: -min(len(pair[2]), self.window + 1))
         rows = self.batch_size * 4
@@ -95,9 +107,6 @@ class LoglikelihoodScorer:
             scores = self._whole([(tokens, count) for _, _, tokens, count in chunk])
             for (i, k, _, _), score in zip(chunk, scores, strict=True):
                 results[i][k] = score
-        if on_batch is not None and long:
-            on_batch(len(long))
-        return results
 
     def _fits(self, encoded: Encoded) -> bool:
         longest = max(len(c) for c in encoded.continuations)
