@@ -215,7 +215,8 @@ def _contamination(tasks: Sequence[Any], data: DataConfig) -> dict[str, Any]:
     for corpus in sampler.mixture.corpora:
         inputs = [corpus_inputs(f.bin_path.with_suffix(".manifest.json")) for f in corpus.files]
         corpora[corpus.name] = ([p for files, _ in inputs for p in files], inputs[0][1])
-    benchmarks = {task.name: task_documents(task) for task in tasks}
+    unique = {task.name: task for task in tasks}  # one per name, whatever its shots
+    benchmarks = {name: task_documents(task) for name, task in unique.items()}
     return contamination_report(benchmarks, corpora)
 
 
