@@ -137,7 +137,8 @@ def generate_completions(
     if sampling.max_new_tokens >= model.cfg.max_seq_len:
         raise ScifmError(f"max_new_tokens={sampling.max_new_tokens} leaves no room for a prompt: "
                          f"the model's max_seq_len is {model.cfg.max_seq_len}")  # fmt: skip
-    if empty := [p for p in prompts if not tok.encode(p)]:
+    encoded = [tok.encode(prompt) for prompt in prompts]
+    if empty := [p for p, ids in zip(prompts, encoded, strict=True) if not ids]:
         raise ScifmError(f"prompt {empty[0]!r} has no tokens; give some text")
     model.to(device).cast_weights(TORCH_DTYPES[dtype])
     completions: list[dict[str, Any]] = []
@@ -145,7 +146,7 @@ def generate_completions(
     with track(len(prompts), "generate") as bar:
         for first in range(0, len(prompts), batch_size):
             chunk = prompts[first : first + batch_size]
-            ids = [tok.encode(prompt) for prompt in chunk]
+            ids = encoded[first : first + batch_size]
             done = generate(model, ids, sampling, eos_id=tok.eos_id, decode=tok.decode)
             completions += [
                 {"prompt": p, "completion": c.text, "finish_reason": c.finish_reason,
